@@ -1,0 +1,1 @@
+"""The ``effnet`` command line (installed as ``effnet.cli``)."""

@@ -1,0 +1,241 @@
+"""The ``effnet`` command: a thin click layer that loads plugins and gin, then calls the engine.
+
+Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 1 internal failure.
+``--debug`` (or ``EFFNET_DEBUG=1``) prints the traceback as well.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+
+import click
+
+import effnet
+from effnet.errors import UserError, one_line
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, help="Print full tracebacks for errors.")
+@click.version_option(effnet.__version__, prog_name="effnet")
+def cli(debug: bool) -> None:
+    """Train, evaluate and serve EfficientNet V1/V2 image classifiers.
+
+    \b
+    Examples:
+      effnet train --gin quickstart --model-dir runs/quickstart
+      effnet train --gin efficientnet_v2_s/amp_8xA100 --data-dir /data/imagenet --model-dir /results
+      effnet config --gin efficientnet_v2_s/amp_8xA100 --gin-param 'train.epochs=10'
+      effnet plugins
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared options
+
+
+def gin_options(func):
+    """--gin / --gin-param / --model-dir / --data-dir, shared by every command that reads gin."""
+
+    @click.option(
+        "--gin", "gin_files", multiple=True, metavar="NAME_OR_PATH",
+        help="Experiment file: a path, or a name in effnet's gin/ folder or a plugin's (.gin optional). Repeatable.",
+    )
+    @click.option(
+        "--gin-param", "gin_params", multiple=True, metavar="'SCOPE.NAME=VALUE'",
+        help="A gin binding applied after the files, e.g. 'train.epochs=10'. Repeatable.",
+    )
+    @click.option("--model-dir", type=click.Path(file_okay=False), default=None, help="Run folder (sets the MODEL_DIR macro).")
+    @click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder (sets the DATA_DIR macro).")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def load_config(gin_files, gin_params, model_dir=None, data_dir=None, finalize=True):
+    """Load plugins, then parse gin with the CLI shorthands applied before --gin-param."""
+    from effnet import config
+    from effnet.registry import get_registry
+
+    get_registry()
+    macros = {"MODEL_DIR": model_dir, "DATA_DIR": data_dir}
+    return config.parse(gin_files, gin_params, macros=macros, finalize=finalize)
+
+
+# --------------------------------------------------------------------------------------------------
+# train / eval / predict
+
+
+@cli.command(context_settings=CONTEXT)
+@gin_options
+def train(gin_files, gin_params, model_dir, data_dir):
+    """Train a model (resumes from the latest checkpoint in --model-dir).
+
+    \b
+    Example:
+      effnet train --gin quickstart --model-dir runs/quickstart
+    """
+    load_config(gin_files, gin_params, model_dir, data_dir)
+    raise UserError("training is not available yet in this build; `effnet config` shows the parsed experiment")
+
+
+@cli.command(name="eval", context_settings=CONTEXT)
+@gin_options
+def eval_(gin_files, gin_params, model_dir, data_dir):
+    """Evaluate the checkpoint in --model-dir on the validation split.
+
+    \b
+    Example:
+      effnet eval --gin quickstart --model-dir runs/quickstart
+    """
+    load_config(gin_files, gin_params, model_dir, data_dir)
+    raise UserError("evaluation is not available yet in this build; `effnet config` shows the parsed experiment")
+
+
+@cli.command(context_settings=CONTEXT)
+@gin_options
+@click.argument("images", nargs=-1)
+def predict(gin_files, gin_params, model_dir, data_dir, images):
+    """Predict classes for images, folders or globs.
+
+    \b
+    Example:
+      effnet predict --model-dir runs/quickstart photos/*.jpg
+    """
+    load_config(gin_files, gin_params, model_dir, data_dir)
+    raise UserError("prediction is not available yet in this build; `effnet config` shows the parsed experiment")
+
+
+# --------------------------------------------------------------------------------------------------
+# plugins / config
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json):
+    """List every registered plugin by kind, name and source package.
+
+    \b
+    Example:
+      effnet plugins
+      EFFNET_DISABLE_PLUGIN_AUTOLOAD=1 effnet plugins   # built-ins only
+    """
+    from effnet.registry import get_registry
+
+    registry = get_registry()
+    rows = [(e.kind, e.name, e.plugin, e.source) for e in registry.entries()]
+    gin_dirs = [str(p) for p in registry.gin_paths]
+    if as_json:
+        click.echo(json.dumps({
+            "entries": [dict(zip(("kind", "name", "plugin", "source"), r)) for r in rows],
+            "gin_paths": gin_dirs,
+            "autoload": registry.autoload,
+        }, indent=2))
+        return
+    header = ("KIND", "NAME", "PLUGIN", "SOURCE")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    for d in gin_dirs:
+        click.echo(f"gin folder from a plugin: {d}")
+    if not registry.autoload:
+        click.echo("(plugin autoloading is off: EFFNET_DISABLE_PLUGIN_AUTOLOAD is set)")
+
+
+@cli.command(context_settings=CONTEXT)
+@gin_options
+@click.option("--list", "list_files", is_flag=True, help="List the available experiment files and exit.")
+@click.option("--configurables", is_flag=True, help="List every gin configurable and its parameters and exit.")
+def config(gin_files, gin_params, model_dir, data_dir, list_files, configurables):
+    """Print the fully resolved gin config without running anything.
+
+    \b
+    Examples:
+      effnet config --gin quickstart
+      effnet config --gin efficientnet_v2_s/amp_8xA100 --gin-param 'train.epochs=10'
+      effnet config --list
+    """
+    from effnet import config as cfg
+    from effnet.registry import get_registry
+
+    get_registry()
+    if list_files:
+        for d in cfg.search_dirs():
+            names = cfg.available_gin_files([d])
+            if names:
+                click.echo(f"# {d}")
+                for name in names:
+                    click.echo(f"  {name}")
+        return
+    if configurables:
+        for name in cfg.configurable_names():
+            click.echo(f"{name}({', '.join(cfg.configurable_parameters(name))})")
+        return
+    if not gin_files and not gin_params:
+        raise UserError("nothing to show: pass --gin NAME (see `effnet config --list`) or --gin-param")
+    parsed = load_config(gin_files, gin_params, model_dir, data_dir, finalize=False)
+    click.echo("# Resolved by `effnet config`")
+    for path in parsed.includes:
+        click.echo(f"#   read {path}")
+    for param in parsed.params:
+        click.echo(f"#   --gin-param {param}")
+    click.echo(parsed.config_str())
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point with the exit-code contract
+
+
+def _first_line(exc: BaseException) -> str:
+    # gin appends "In call to configurable ..." lines to exceptions raised inside configurables.
+    text = str(exc).split("\n")[0]
+    return one_line(text) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("EFFNET_DEBUG", "").lower() in ("1", "true", "yes", "on")
+    try:
+        result = cli.main(args=args, prog_name="effnet", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("effnet: aborted", err=True)
+        code = 130
+    except click.ClickException as exc:  # usage errors: bad option, missing argument
+        if debug:
+            traceback.print_exc()
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f"; see `{exc.ctx.command_path} --help`"
+        click.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
+        code = 2 if exc.exit_code in (1, 2) else exc.exit_code
+    except UserError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {_first_line(exc)}", err=True)
+        code = UserError.exit_code
+    except KeyboardInterrupt:
+        click.echo("effnet: interrupted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the contract: internal failures exit 1
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"internal error: {type(exc).__name__}: {_first_line(exc)} (rerun with --debug for the traceback)",
+            err=True,
+        )
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""effnet's experiment files (installed as package data under ``effnet/gin``)."""
