@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f"; see `{exc.ctx.command_path} --help`"
-        click.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
+        click.echo(f"error: {one_line(exc.format_message()).rstrip('.')}{hint}", err=True)
         code = 2 if exc.exit_code in (1, 2) else exc.exit_code
     except UserError as exc:
         if debug:
