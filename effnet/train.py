@@ -221,6 +221,13 @@ def run(cfg: TrainConfig | None = None) -> dict:
     cfg = cfg or TrainConfig()
     backend = registry.get("backend", cfg.backend)()
     backend.setup()
+    launched = _launcher_world_size()
+    if launched > 1 and backend.size == 1:
+        raise UserError(
+            f"this process is one of {launched} started by a launcher, but train.backend={cfg.backend!r} runs a "
+            f"single process: every process would train alone and write the same model dir; pick a multi-process "
+            f"backend (see `effnet plugins`) or start one process"
+        )
     model_dir = Path(cfg.model_dir)
     if backend.is_writer:
         ckpt_mod.ensure_writable(model_dir)
@@ -448,6 +455,15 @@ def run(cfg: TrainConfig | None = None) -> dict:
         return report
     finally:
         log.close()
+
+
+def _launcher_world_size() -> int:
+    """How many processes horovodrun/mpirun/torchrun-style launchers say they started (1 if none)."""
+    for name in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
 
 
 def _decays(optimizer, variable) -> bool:
