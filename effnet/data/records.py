@@ -205,9 +205,13 @@ def write_shards(out_dir: str | os.PathLike, split: str, examples: Sequence[byte
             counts[k % num_shards] += 1
             if progress is not None:
                 progress(k + 1)
-    finally:
-        for w in writers:
+    except BaseException:
+        for w, tmp in zip(writers, tmps):
             w.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    for w in writers:
+        w.close()
     for tmp, name in zip(tmps, names):
         os.replace(tmp, out_dir / name)
     return dict(zip(names, counts))
