@@ -75,15 +75,32 @@ def load_config(gin_files, gin_params, model_dir=None, data_dir=None, finalize=T
 
 @cli.command(context_settings=CONTEXT)
 @gin_options
-def train(gin_files, gin_params, model_dir, data_dir):
-    """Train a model (resumes from the latest checkpoint in --model-dir).
+@click.option("--from-weights", type=click.Path(), default=None,
+              help="Start a new run from these weights: a run or checkpoint folder, or a .weights.h5/.keras file (train.from_weights).")
+@click.option("--replace-head", is_flag=True, default=False,
+              help="With --from-weights: allow a classifier with another number of classes (train.replace_head).")
+def train(gin_files, gin_params, model_dir, data_dir, from_weights, replace_head):
+    """Train a model; resumes from the latest checkpoint in --model-dir.
 
     \b
-    Example:
+    Examples:
       effnet train --gin quickstart --model-dir runs/quickstart
+      effnet train --gin efficientnet_v2_s/amp_8xA100 --data-dir /data/imagenet --model-dir /results \\
+          --gin-param 'train.epochs = 10'
+      effnet train --gin finetune --data-dir photos/ --from-weights v2s.weights.h5 --replace-head --model-dir ft
     """
-    load_config(gin_files, gin_params, model_dir, data_dir)
-    raise UserError("training is not available yet in this build; `effnet config` shows the parsed experiment")
+    shorthands = []
+    if from_weights:
+        shorthands.append(f"train.from_weights = {from_weights!r}")
+    if replace_head:
+        shorthands.append("train.replace_head = True")
+    load_config(gin_files, [*shorthands, *gin_params], model_dir, data_dir)
+    from effnet.report import summary_lines
+    from effnet.train import TrainConfig, run
+
+    report = run(TrainConfig())
+    for line in summary_lines(report):
+        click.echo(line)
 
 
 @cli.command(name="eval", context_settings=CONTEXT)
@@ -221,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f"; see `{exc.ctx.command_path} --help`"
-        click.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
+        click.echo(f"error: {one_line(exc.format_message()).rstrip('.')}{hint}", err=True)
         code = 2 if exc.exit_code in (1, 2) else exc.exit_code
     except UserError as exc:
         if debug:

@@ -11,7 +11,6 @@ and raised as :class:`~effnet.errors.UserError`.
 
 from __future__ import annotations
 
-import importlib.resources
 import inspect
 import io
 import os
@@ -34,8 +33,18 @@ MACRO_FLAGS = {"MODEL_DIR": "--model-dir", "DATA_DIR": "--data-dir"}
 
 
 def packaged_gin_dir() -> Path:
-    """The gin/ folder shipped inside the effnet package."""
-    return Path(str(importlib.resources.files("effnet.gin")))
+    """The gin/ folder shipped with effnet.
+
+    An installed wheel has it at ``effnet/gin`` (package data); a source checkout or editable
+    install has it at the repository's top-level ``gin/``. It deliberately has no ``__init__.py``:
+    a top-level package called ``gin`` would shadow the gin-config library.
+    """
+    import effnet
+
+    installed = Path(effnet.__file__).resolve().parent / "gin"
+    if installed.is_dir():
+        return installed
+    return Path(effnet.__file__).resolve().parents[1] / "gin"
 
 
 def search_dirs(extra: Sequence[Path] = ()) -> list[Path]:
@@ -162,7 +171,7 @@ def _semantic_error(exc: Exception, default_where: str) -> UserError:
     message = text_all.split("\n")[0].strip()
     match = _LOCATION_RE.search(text_all)  # the first location is the innermost one
     if match:
-        where = f"{match['file']}:{match['line']}" if match["file"] else default_where
+        where = f"{_located(match['file'])}:{match['line']}" if match["file"] else default_where
         text = match["text"].strip()
         # gin appends the formatted arguments to the echoed line; drop them.
         text = re.sub(r"\s*\(\)\s*\{\}$", "", text)
@@ -171,6 +180,17 @@ def _semantic_error(exc: Exception, default_where: str) -> UserError:
     hint = _hint_for(message)
     offending = f": {text!r}" if text else ""
     return UserError(f"{where}: {message.rstrip('.')}{offending}{hint}")
+
+
+def _located(filename: str) -> str:
+    """The full path of a file gin names as it was written in an include line."""
+    if os.path.isabs(filename):
+        return filename
+    for prefix in gin_config._LOCATION_PREFIXES:
+        path = Path(prefix or ".") / filename
+        if path.is_file():
+            return str(path.resolve())
+    return filename
 
 
 def configurable_names() -> list[str]:

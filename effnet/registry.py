@@ -171,8 +171,8 @@ class Registry:
     # -- collecting --------------------------------------------------------------------------------
     def _collect(self, kind: str) -> None:
         caller = getattr(self.pm.hook, KINDS[kind])
-        # pluggy calls the most recently registered first; reverse so built-ins come first.
-        for impl in reversed(caller.get_hookimpls()):
+        # get_hookimpls() is in registration order: built-ins first.
+        for impl in caller.get_hookimpls():
             source = self._sources.get(impl.plugin_name, "?")
             result = impl.function()
             if result is None:
@@ -199,7 +199,7 @@ class Registry:
 
     def _collect_gin_paths(self) -> list[Path]:
         paths: list[Path] = []
-        for impl in reversed(self.pm.hook.effnet_gin_paths.get_hookimpls()):
+        for impl in self.pm.hook.effnet_gin_paths.get_hookimpls():
             for path in impl.function() or []:
                 path = Path(path)
                 if not path.is_dir():
@@ -235,7 +235,7 @@ class Registry:
 
     def plugins(self) -> list[tuple[str, str]]:
         """(plugin name, source) for every loaded plugin, built-ins first."""
-        return [(name, self._sources.get(name, "?")) for name, _ in reversed(self.pm.list_name_plugin())]
+        return [(name, self._sources.get(name, "?")) for name, _ in self.pm.list_name_plugin()]
 
     @staticmethod
     def _check_kind(kind: str) -> None:

@@ -7,6 +7,9 @@ third-party package would. :data:`BUILTIN` is the list the registry loads first.
 BUILTIN = [
     "effnet.plugins.loggers",
     "effnet.plugins.backends",
+    "effnet.plugins.optimizers",
+    "effnet.plugins.schedules",
+    "effnet.plugins.progressive",
     "effnet.plugins.data",
     "effnet.plugins.augment",
 ]

@@ -1,0 +1,89 @@
+"""Loading weights into a freshly built model: ``--from-weights`` for fine-tuning.
+
+Accepted: a run folder or one of its ``checkpoints/ckpt-*`` folders (an effnet TF checkpoint; the
+EMA weights are used when the checkpoint has them, unless ``use_ema=False``), or a Keras
+``.weights.h5`` / ``.keras`` file. With ``replace_head=True`` the classifier (the last Dense layer)
+may have another number of classes; it then keeps its fresh initialisation. Any other mismatch is
+a UserError naming the variable and both shapes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from effnet.errors import UserError
+
+
+def head_variables(model) -> list:
+    import keras
+
+    dense = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, keras.layers.Dense)]
+    return list(dense[-1].weights) if dense else []
+
+
+def _find_prefix(path: Path) -> str | None:
+    from effnet import checkpoint
+
+    if path.is_dir():
+        if (path / (checkpoint.TF_PREFIX + ".index")).is_file():
+            return str(path / checkpoint.TF_PREFIX)
+        latest = checkpoint.latest_checkpoint(path)
+        if latest is not None:
+            return latest.tf_prefix
+        return None
+    if path.name.endswith(".index"):
+        return str(path)[: -len(".index")]
+    return None
+
+
+def load_weights(model, path, replace_head: bool = False, use_ema: bool = True) -> dict:
+    """Load weights into ``model``; returns ``{'loaded': n, 'skipped': [paths], 'source': str}``."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--from-weights {str(path)!r} does not exist; pass a run folder, a checkpoint folder, or a .weights.h5/.keras file")
+    prefix = _find_prefix(path)
+    if prefix is not None:
+        return _load_tf_checkpoint(model, prefix, replace_head, use_ema)
+    if path.suffix in (".h5", ".keras") or path.name.endswith(".weights.h5"):
+        return _load_keras_file(model, path, replace_head)
+    raise UserError(f"--from-weights {str(path)!r} is neither an effnet run/checkpoint folder nor a .weights.h5/.keras file")
+
+
+def _load_tf_checkpoint(model, prefix: str, replace_head: bool, use_ema: bool) -> dict:
+    import tensorflow as tf
+
+    from effnet.ema import averaged_variables
+
+    reader = tf.train.load_checkpoint(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    key = "model_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
+    ema_key = "ema/averages/{}/.ATTRIBUTES/VARIABLE_VALUE"
+    ema_index = {id(v): i for i, v in enumerate(averaged_variables(model))}
+    have_ema = use_ema and ema_key.format(0) in shapes
+    head = {id(v) for v in head_variables(model)}
+    loaded, skipped = 0, []
+    for i, var in enumerate(model.variables):
+        name = key.format(i)
+        if have_ema and id(var) in ema_index:
+            name = ema_key.format(ema_index[id(var)])
+        if name not in shapes:
+            raise UserError(f"checkpoint {prefix} has no value for {var.path} (variable #{i}); it was written by another architecture")
+        found, expected = tuple(shapes[name]), tuple(var.shape)
+        if found != expected:
+            if replace_head and id(var) in head:
+                skipped.append(var.path)
+                continue
+            hint = "; pass --replace-head to train a new classifier" if id(var) in head else ""
+            raise UserError(f"checkpoint {prefix}: {var.path} has shape {found}, the model expects {expected}{hint}")
+        var.assign(reader.get_tensor(name))
+        loaded += 1
+    return {"loaded": loaded, "skipped": skipped, "source": prefix, "ema": have_ema}
+
+
+def _load_keras_file(model, path: Path, replace_head: bool) -> dict:
+    try:
+        model.load_weights(str(path), skip_mismatch=replace_head)
+    except (ValueError, OSError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise UserError(f"cannot load weights from {path}: {detail}") from None
+    return {"loaded": len(model.weights), "skipped": [], "source": str(path), "ema": False}

@@ -1,1 +1,0 @@
-"""effnet's experiment files (installed as package data under ``effnet/gin``)."""
