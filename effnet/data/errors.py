@@ -29,8 +29,10 @@ def translate_error(exc: BaseException) -> UserError | None:
     text = str(exc)
     if MARK in text:
         message = text.split(MARK, 1)[1]
-        message = message.split("]\n", 1)[0].split("\n", 1)[0]
-        return UserError(message.rstrip("]").strip())
+        message = message.split("]\n", 1)[0].split("\n", 1)[0].rstrip("]").strip()
+        # tf.debugging.Assert prints strings escaped, like a C literal.
+        message = message.replace("\\'", "'").replace('\\"', '"').replace("\\\\", "\\")
+        return UserError(message)
     try:
         import tensorflow as tf
     except ImportError:  # pragma: no cover

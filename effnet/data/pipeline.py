@@ -163,14 +163,17 @@ def _train_records(source, split, shard, seed, epoch, opts) -> tf.data.Dataset:
             count = len(files)
 
             def one_pass(p):
+                # One pass = every file once, in an order drawn from (seed, epoch, pass), the same on
+                # every worker; each worker reads its share. Passes do not overlap, so the first pass
+                # of all workers together is exactly the data set.
                 key = _fold(_key(seed, 2, epoch), p)
                 order = tf.gather(names, tf.argsort(tf.random.stateless_uniform([count], key)))
                 if file_level:
                     order = order[i::n]
-                return tf.data.Dataset.from_tensor_slices(order)
+                return source.read_files(split, tf.data.Dataset.from_tensor_slices(order))
 
-            passes = tf.data.Dataset.counter().flat_map(one_pass)
-            ds = source.read_files(split, passes)
+            source.read_files(split, tf.data.Dataset.from_tensor_slices(files[:1]))  # builds lookup tables eagerly
+            ds = tf.data.Dataset.counter().flat_map(one_pass)
         return ds if file_level else ds.shard(n, i)
     ds = _with_origin(source.records(split, files))
     if opts.cache:

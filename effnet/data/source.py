@@ -121,7 +121,8 @@ class TFRecordSource(DataSource):
             pattern = self._pattern(split)
             found = [f for f in _files_matching(self.data_dir, pattern) if not os.path.basename(f).startswith(".")]
             if not found:
-                present = sorted({os.path.basename(p).split("-")[0] for p in tf.io.gfile.listdir(self.data_dir)} - {""})
+                present = sorted({os.path.basename(p).split("-")[0] for p in tf.io.gfile.listdir(self.data_dir)
+                                  if not p.startswith(".") and p != rec.META_NAME} - {""})
                 raise UserError(
                     f"no TFRecord files matching {pattern!r} for split {split!r} in {self.data_dir}"
                     f"{did_you_mean(split, present)}; found prefixes: {', '.join(present[:10]) or '(none)'}; "
@@ -220,10 +221,16 @@ class TFRecordSource(DataSource):
     def read_raw(self, files: tf.data.Dataset) -> tf.data.Dataset:
         """``(serialized_example, origin)`` for every complete record of every file in ``files``."""
         counts = {f: n for split_counts in self._counts.values() for f, n in split_counts.items()}
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(list(counts) or [""]), tf.constant(list(counts.values()) or [0], tf.int64)),
-            default_value=tf.constant(-1, tf.int64),
-        )
+        key = tuple(sorted(counts.items()))
+        if getattr(self, "_table_key", None) != key:
+            with tf.init_scope():  # the table must outlive any dataset function tracing this
+                self._table = tf.lookup.StaticHashTable(
+                    tf.lookup.KeyValueTensorInitializer(tf.constant(list(counts) or [""]),
+                                                        tf.constant(list(counts.values()) or [0], tf.int64)),
+                    default_value=tf.constant(-1, tf.int64),
+                )
+            self._table_key = key
+        table = self._table
 
         def one_file(path):
             ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20).take(table.lookup(path))
@@ -315,10 +322,14 @@ class FolderSource(DataSource):
         return DatasetInfo(len(self.class_names), list(self.class_names), counts)
 
     def read_files(self, split: str, files: tf.data.Dataset) -> tf.data.Dataset:
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(self.class_names), tf.range(len(self.class_names), dtype=tf.int32)),
-            default_value=-1,
-        )
+        if getattr(self, "_table", None) is None:
+            with tf.init_scope():  # the table must outlive any dataset function tracing this
+                self._table = tf.lookup.StaticHashTable(
+                    tf.lookup.KeyValueTensorInitializer(tf.constant(self.class_names),
+                                                        tf.range(len(self.class_names), dtype=tf.int32)),
+                    default_value=-1,
+                )
+        table = self._table
 
         def read(path):
             parts = tf.strings.split(path, os.sep)

@@ -54,7 +54,11 @@ def write_records(path: Path, items) -> Path:
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
+    import gin
+
     monkeypatch.setenv("EFFNET_CACHE", str(tmp_path_factory.getbasetemp() / "effnet-cache"))
+    # The tiny test sets would otherwise fill the 10000-record default buffer by repeating ~100 times.
+    gin.parse_config("input_pipeline.shuffle_buffer = 64")
 
 
 @pytest.fixture(scope="session")

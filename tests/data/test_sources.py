@@ -137,8 +137,8 @@ def test_bad_data_dirs_and_splits(tmp_path):
         D.TFRecordSource(str(root)).files("validation")
     assert str(info.value) == (
         f"no TFRecord files matching 'validation-*' for split 'validation' in {root} (did you mean 'valid'?); "
-        f"found prefixes: effnet, train, valid; convert an image folder with `effnet data convert SRC {root}`"
-    ) or "found prefixes" in str(info.value)
+        f"found prefixes: train, valid; convert an image folder with `effnet data convert SRC {root}`"
+    )
     (tmp_path / "imgs" / "training").mkdir(parents=True)
     with pytest.raises(UserError, match=r"has no train/ or validation/ sub-folder \(found: training\)"):
         D.FolderSource(str(tmp_path / "imgs"))
