@@ -1,47 +1,51 @@
 """effnet's input pipelines: dataset sources, decoding, augmenter interface, train/eval datasets.
 
 Image convention: RGB, NHWC, values in [0, 255] (uint8, float32 after mixing); models normalise
-inside (see :data:`MEAN_RGB`, :data:`STDDEV_RGB`). Importing this package imports TensorFlow.
+inside (see :data:`MEAN_RGB`, :data:`STDDEV_RGB`).
 
 Public API::
 
-    DatasetInfo, DataSource, TFRecordSource, FolderSource, TFDSSource
+    DatasetInfo, DataSource, TFRecordSource, FolderSource, TFDSSource, find_source
     Augmenter, BatchAugmenter, apply_deferred_mixing
-    train_dataset, eval_dataset, decode_for_eval, pipeline_options (gin: input_pipeline)
-    translate_error, write_shards, make_example, write_metadata, count_records
+    train_dataset, eval_dataset, decode_for_eval, decode_for_train
+    pipeline_options / PipelineOptions (gin: input_pipeline.*)
+    translate_error, write_shards, make_example, write_metadata, count_records, cache_root
+
+Names load on first use, so ``import effnet.data`` (and the gin configurable
+``input_pipeline`` in :mod:`effnet.data.options`) does not import TensorFlow by itself; using
+any pipeline name does.
 """
 
-from effnet.data.augment import Augmenter, BatchAugmenter, apply_deferred_mixing
-from effnet.data.errors import translate_error
-from effnet.data.pipeline import PipelineOptions, eval_dataset, pipeline_options, train_dataset
-from effnet.data.preprocess import CROP_PADDING, MEAN_RGB, STDDEV_RGB, decode_for_eval, decode_for_train
-from effnet.data.records import cache_root, count_records, make_example, shard_name, write_metadata, write_shards
-from effnet.data.source import DatasetInfo, DataSource, FolderSource, TFDSSource, TFRecordSource, find_source
+from __future__ import annotations
 
-__all__ = [
-    "CROP_PADDING",
-    "MEAN_RGB",
-    "STDDEV_RGB",
-    "Augmenter",
-    "BatchAugmenter",
-    "DataSource",
-    "DatasetInfo",
-    "FolderSource",
-    "PipelineOptions",
-    "TFDSSource",
-    "TFRecordSource",
-    "apply_deferred_mixing",
-    "cache_root",
-    "count_records",
-    "decode_for_eval",
-    "decode_for_train",
-    "eval_dataset",
-    "find_source",
-    "make_example",
-    "pipeline_options",
-    "shard_name",
-    "train_dataset",
-    "translate_error",
-    "write_metadata",
-    "write_shards",
-]
+import importlib
+
+from effnet.data.options import PipelineOptions, pipeline_options
+
+_LAZY = {
+    "Augmenter": "augment", "BatchAugmenter": "augment", "apply_deferred_mixing": "augment",
+    "translate_error": "errors",
+    "eval_dataset": "pipeline", "train_dataset": "pipeline",
+    "CROP_PADDING": "preprocess", "MEAN_RGB": "preprocess", "STDDEV_RGB": "preprocess",
+    "decode_for_eval": "preprocess", "decode_for_train": "preprocess",
+    "cache_root": "records", "count_records": "records", "make_example": "records", "shard_name": "records",
+    "write_metadata": "records", "write_shards": "records",
+    "DatasetInfo": "source", "DataSource": "source", "FolderSource": "source", "TFDSSource": "source",
+    "TFRecordSource": "source", "find_source": "source",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'effnet.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"effnet.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = sorted(["PipelineOptions", "pipeline_options", *_LAZY])

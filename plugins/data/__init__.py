@@ -10,6 +10,7 @@ from __future__ import annotations
 import gin
 
 import effnet
+import effnet.data.options  # noqa: F401 - registers the gin configurable input_pipeline (no TF import)
 
 
 @gin.configurable("demo", module="effnet.plugins.data")

@@ -56,6 +56,8 @@ def write_records(path: Path, items) -> Path:
 def _cache(tmp_path_factory, monkeypatch):
     import gin
 
+    import effnet.data.options  # noqa: F401 - defines input_pipeline
+
     monkeypatch.setenv("EFFNET_CACHE", str(tmp_path_factory.getbasetemp() / "effnet-cache"))
     # The tiny test sets would otherwise fill the 10000-record default buffer by repeating ~100 times.
     gin.parse_config("input_pipeline.shuffle_buffer = 64")
