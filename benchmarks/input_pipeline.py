@@ -25,7 +25,7 @@ def make_dataset(root: Path, images: int) -> str:
     from PIL import Image
 
     from effnet.data import make_example, write_metadata, write_shards
-    from effnet.plugins.data.demo import CLASS_NAMES, render
+    from effnet.plugins.data.shapes import CLASS_NAMES, render
 
     def examples(split, count, offset):
         for k in range(count):

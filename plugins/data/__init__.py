@@ -20,7 +20,7 @@ def demo(cache_dir=None, image_size=64, num_classes=10, train_per_class=300, val
     TFRecords (JPEG) into ``cache_dir`` (default ``$EFFNET_CACHE`` or ``~/.cache/effnet``, in a
     folder ``demo-<version>-<hash of these settings>``). Classes: disc, square, triangle, star,
     plus, ring, half_disc, two_dots, bar, frame (up to 10)."""
-    from effnet.plugins.data.demo import demo_source
+    from effnet.plugins.data.shapes import demo_source
 
     return demo_source(cache_dir=cache_dir, image_size=image_size, num_classes=num_classes,
                        train_per_class=train_per_class, validation_per_class=validation_per_class,

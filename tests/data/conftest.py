@@ -67,7 +67,7 @@ def _cache(tmp_path_factory, monkeypatch):
 def demo_source(tmp_path_factory):
     """A small demo dataset (10 classes, 8 train + 3 validation images each, 32 px, 4+2 files)."""
     os.environ["EFFNET_CACHE"] = str(tmp_path_factory.getbasetemp() / "effnet-cache")
-    from effnet.plugins.data.demo import demo_source as make
+    from effnet.plugins.data.shapes import demo_source as make
 
     return make(cache_dir=None, image_size=32, num_classes=10, train_per_class=8, validation_per_class=3,
                 train_shards=4, validation_shards=2, seed=0, jpeg_quality=90)

@@ -145,3 +145,15 @@ def test_plugin_modules_do_not_import_tensorflow():
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_factories_survive_their_implementation_modules_loading():
+    # A submodule named like a factory would replace the factory on the package once imported.
+    import effnet.plugins.augment as aug_pkg
+    import effnet.plugins.augment.augmenters  # noqa: F401
+    import effnet.plugins.data as data_pkg
+    import effnet.plugins.data.shapes  # noqa: F401
+
+    assert {k: callable(v) and not hasattr(v, "__path__") and not hasattr(v, "__file__")
+            for k, v in {**aug_pkg.effnet_augmenters(), **data_pkg.effnet_datasets()}.items()} == dict.fromkeys(
+        ["randaugment", "autoaugment", "mixup", "cutmix", "demo", "tfrecord", "folder", "tfds"], True)

@@ -182,7 +182,7 @@ def test_demo_dataset_is_imagenet_layout_and_cached(demo_source):
     # Classes differ visually: mean images of two classes are far apart relative to noise.
     images, labels = _eval_all(demo_source, size=32)
     assert sorted(np.bincount(labels).tolist()) == [3] * 10
-    from effnet.plugins.data.demo import demo_source as make
+    from effnet.plugins.data.shapes import demo_source as make
 
     again = make(cache_dir=None, image_size=32, num_classes=10, train_per_class=8, validation_per_class=3,
                  train_shards=4, validation_shards=2, seed=0, jpeg_quality=90)
@@ -191,7 +191,7 @@ def test_demo_dataset_is_imagenet_layout_and_cached(demo_source):
 
 
 def test_demo_generation_is_seeded(tmp_path):
-    from effnet.plugins.data.demo import render
+    from effnet.plugins.data.shapes import render
 
     a = render(3, 32, np.random.default_rng([0, 0, 5]))
     b = render(3, 32, np.random.default_rng([0, 0, 5]))
