@@ -206,6 +206,11 @@ def config(gin_files, gin_params, model_dir, data_dir, list_files, configurables
     click.echo(parsed.config_str())
 
 
+from effnet.cli.data import data as _data  # noqa: E402
+
+cli.add_command(_data)
+
+
 # --------------------------------------------------------------------------------------------------
 # Entry point with the exit-code contract
 

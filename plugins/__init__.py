@@ -10,4 +10,6 @@ BUILTIN = [
     "effnet.plugins.optimizers",
     "effnet.plugins.schedules",
     "effnet.plugins.progressive",
+    "effnet.plugins.data",
+    "effnet.plugins.augment",
 ]

@@ -1,0 +1,179 @@
+"""``effnet data``: convert an image folder into ImageNet-layout TFRecords, and dataset statistics.
+
+Conversion keeps the bytes of RGB and grayscale JPEGs as they are (TensorFlow decodes grayscale
+JPEGs to RGB). Everything else becomes an RGB JPEG (quality ``quality``), like the reference
+ImageNet conversion: CMYK JPEGs are converted to RGB, PNG/BMP/GIF/TIFF/WebP are re-encoded (an
+alpha channel is dropped without compositing, the same as the pipeline's decoder does; a GIF
+keeps its first frame; 16-bit images are scaled to 8 bits). Images Pillow cannot read are
+reported by name and then skipped or fatal (``on_error``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from effnet.data import records as rec
+from effnet.data.source import SPLITS, DataSource, FolderSource, TFRecordSource
+from effnet.errors import UserError
+
+
+class BadImage(Exception):
+    pass
+
+
+def to_jpeg_bytes(path: str, quality: int = 95) -> tuple[bytes, int, int, bool]:
+    """``(jpeg bytes, height, width, converted?)`` for one image file."""
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            fmt, mode, (width, height) = img.format, img.mode, img.size
+            if fmt == "JPEG" and mode in ("RGB", "L"):
+                return data, height, width, False
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8))
+            img = img.convert("RGB")
+            buffer = io.BytesIO()
+            img.save(buffer, "JPEG", quality=quality)
+            return buffer.getvalue(), height, width, True
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for bad files
+        if type(exc).__name__ == "UnidentifiedImageError":
+            raise BadImage("not a recognised image format") from None
+        raise BadImage(f"{type(exc).__name__}: {exc}") from None
+
+
+def default_shards(count: int, per_shard: int = 1024) -> int:
+    return max(1, math.ceil(count / per_shard))
+
+
+def convert_folder(src: str, dst: str, *, train_shards: int | None = None, validation_shards: int | None = None,
+                   on_error: str = "fail", quality: int = 95, seed: int = 0, progress=None) -> dict:
+    """Write ``src`` (ROOT/<split>/<class>/<image>) as TFRecords into ``dst``; returns statistics.
+
+    ``progress(split, total)`` must return a callable taking the number written so far.
+    """
+    source = FolderSource(src, gin_name="SRC")
+    dst_path = Path(dst)
+    if dst_path.exists() and any(n.startswith(("train-", "validation-")) for n in os.listdir(dst_path)):
+        raise UserError(f"{dst} already holds TFRecord files; convert into an empty folder or delete them first")
+    dst_path.mkdir(parents=True, exist_ok=True)
+    names = source.class_names
+    label_of = {name: i for i, name in enumerate(names)}
+    stats = {"classes": len(names), "splits": {}, "skipped": [], "converted": 0}
+    for split in SPLITS:
+        if split not in source._split_path:
+            continue
+        files = source.files(split)
+        order = np.random.default_rng(seed).permutation(len(files))
+        shards = (train_shards if split == "train" else validation_shards) or default_shards(len(files))
+        shards = min(shards, len(files))
+        tick = progress(split, len(files)) if progress else None
+        per_class: Counter = Counter()
+
+        def examples():
+            for done, k in enumerate(order, 1):
+                path = files[k]
+                cls = os.path.basename(os.path.dirname(path))
+                try:
+                    encoded, height, width, converted = to_jpeg_bytes(path, quality)
+                except BadImage as exc:
+                    if on_error == "fail":
+                        raise UserError(f"{path}: not a readable image ({exc}); remove it, or pass --on-error skip") from None
+                    rec.warn(f"skipping {path}: not a readable image ({exc})")
+                    stats["skipped"].append(path)
+                    continue
+                finally:
+                    if tick:
+                        tick(done)
+                stats["converted"] += int(converted)
+                per_class[cls] += 1
+                yield rec.make_example(encoded, label_of[cls] + 1, cls, "JPEG", height, width, os.path.relpath(path, src))
+
+        counts = rec.write_shards(dst_path, split, examples(), shards)
+        stats["splits"][split] = {"examples": sum(counts.values()), "files": len(counts),
+                                  "per_class": [per_class.get(n, 0) for n in names]}
+    rec.write_metadata(dst_path, names, len(names), label_offset=1)
+    return stats
+
+
+def dataset_stats(source: DataSource, check: bool = False, sample: int = 256, progress=None) -> dict:
+    """Counts per split and class, image sizes of a sample, and (``check``) every unreadable record."""
+    import tensorflow as tf
+
+    info = source.info()
+    out = {"num_classes": info.num_classes, "class_names": info.class_names, "splits": {}}
+    for split, total in info.num_examples.items():
+        files = source.files(split)
+        if files and type(source).read_files is not DataSource.read_files:
+            ds = source.read_files(split, tf.data.Dataset.from_tensor_slices(files))
+        else:
+            ds = source.records(split).map(lambda e, l: (e, l, tf.constant("")))
+        per_class: Counter = Counter()
+        sizes, bad, out_of_range = [], [], []
+        tick = progress(split, total) if progress else None
+        seen = 0
+        if not check:  # labels only: do not ship image bytes to Python
+            ds_labels = ds.map(lambda e, l, o: l).batch(4096)
+            for labels in ds_labels.as_numpy_iterator():
+                per_class.update(labels.tolist())
+                seen += len(labels)
+                if tick:
+                    tick(seen)
+        for encoded, label, origin in ds.take(total if check else sample).as_numpy_iterator():
+            label = int(label)
+            if check:
+                per_class[label] += 1
+                seen += 1
+                if tick:
+                    tick(seen)
+            try:
+                shape = tf.io.decode_image(encoded, channels=3, expand_animations=False).shape
+                sizes.append((int(shape[0]), int(shape[1])))
+            except tf.errors.OpError as exc:
+                bad.append(f"{origin.decode()}: {str(exc).splitlines()[0][:120]}")
+            if not 0 <= label < info.num_classes:
+                out_of_range.append(f"{origin.decode()}: label {label}")
+        for label in per_class:
+            if not 0 <= label < info.num_classes and not check:
+                out_of_range.append(f"label {label} ({per_class[label]} records)")
+        counts = [per_class.get(i, 0) for i in range(info.num_classes)]
+        hs = [s[0] for s in sizes] or [0]
+        ws = [s[1] for s in sizes] or [0]
+        out["splits"][split] = {
+            "examples": total, "files": len(files) if files else None,
+            "per_class_min": min(counts) if counts else 0, "per_class_max": max(counts) if counts else 0,
+            "empty_classes": [info.class_names[i] if info.class_names else i for i, c in enumerate(counts) if c == 0][:20],
+            "height": [min(hs), int(np.median(hs)), max(hs)], "width": [min(ws), int(np.median(ws)), max(ws)],
+            "sampled": len(sizes), "bad_records": bad, "labels_out_of_range": out_of_range,
+        }
+    return out
+
+
+def stats_lines(stats: dict) -> list[str]:
+    lines = [f"classes: {stats['num_classes']}"
+             + (f" ({', '.join(map(str, stats['class_names'][:10]))}{', ...' if len(stats['class_names']) > 10 else ''})"
+                if stats["class_names"] else "")]
+    for split, s in stats["splits"].items():
+        files = f" in {s['files']} files" if s["files"] else ""
+        lines.append(f"{split}: {s['examples']} examples{files}; per class {s['per_class_min']}-{s['per_class_max']}; "
+                     f"image height min/median/max {s['height'][0]}/{s['height'][1]}/{s['height'][2]}, width "
+                     f"{s['width'][0]}/{s['width'][1]}/{s['width'][2]} (of {s['sampled']} decoded)")
+        if s["empty_classes"]:
+            lines.append(f"  classes without examples: {', '.join(map(str, s['empty_classes']))}")
+        for item in s["bad_records"]:
+            lines.append(f"  unreadable: {item}")
+        for item in s["labels_out_of_range"]:
+            lines.append(f"  label outside [0, {stats['num_classes']}): {item}")
+    return lines
+
+
+__all__ = ["convert_folder", "dataset_stats", "default_shards", "stats_lines", "to_jpeg_bytes", "TFRecordSource"]

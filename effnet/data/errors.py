@@ -1,0 +1,60 @@
+"""Turning errors raised while a tf.data pipeline runs into one-line :class:`UserError`s.
+
+The pipeline's own checks (undecodable records, labels out of range) raise
+``InvalidArgumentError`` whose message carries :data:`MARK` followed by the user-facing text;
+:func:`translate_error` extracts it. Errors from TensorFlow itself get a message that says
+what kind of data problem it was and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+
+from effnet.errors import UserError, one_line
+
+MARK = "EFFNET_DATA_ERROR: "
+
+
+def _tf_first_line(text: str) -> str:
+    text = re.sub(r"\{\{function_node [^}]*\}\}", "", text)
+    text = re.sub(r"\[\[\{\{node [^}]*\}\}\]\]", "", text)
+    text = re.sub(r"\[Op:\w+\].*$", "", text, flags=re.S)
+    return one_line(text.split("\n")[0]).strip()
+
+
+def translate_error(exc: BaseException) -> UserError | None:
+    """A one-line UserError for a data problem found while iterating a dataset, else None."""
+    if isinstance(exc, UserError):
+        return exc
+    text = str(exc)
+    if MARK in text:
+        message = text.split(MARK, 1)[1]
+        message = message.split("]\n", 1)[0].split("\n", 1)[0].rstrip("]").strip()
+        # tf.debugging.Assert prints strings escaped, like a C literal.
+        message = message.replace("\\'", "'").replace('\\"', '"').replace("\\\\", "\\")
+        return UserError(message)
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover
+        return None
+    if not isinstance(exc, tf.errors.OpError):
+        return None
+    detail = _tf_first_line(text)
+    if isinstance(exc, tf.errors.DataLossError) or "truncated record" in text or "corrupted record" in text:
+        return UserError(
+            f"a TFRecord file of the dataset is truncated or corrupt ({detail}); `effnet data stats DATA_DIR` names "
+            f"the file; re-create it, or set input_pipeline.on_error='skip'"
+        )
+    if any(s in text for s in ("jpeg::Uncompress", "Unknown image file format", "Invalid PNG", "Invalid JPEG", "decode")):
+        return UserError(
+            f"an image in the dataset could not be decoded ({detail}); `effnet data stats --check DATA_DIR` lists "
+            f"the bad records; remove them or set input_pipeline.on_error='skip'"
+        )
+    if isinstance(exc, tf.errors.NotFoundError):
+        return UserError(f"a dataset file disappeared while reading ({detail}); check the data folder and rerun")
+    if isinstance(exc, tf.errors.PermissionDeniedError):
+        return UserError(f"a dataset file cannot be read ({detail}); fix its permissions")
+    return None
+
+
+__all__ = ["MARK", "translate_error"]

@@ -1,0 +1,81 @@
+"""Input-pipeline settings: the gin configurable ``input_pipeline`` (no TensorFlow import here,
+so gin knows the configurable as soon as the built-in plugins load)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import gin
+
+from effnet.errors import UserError, did_you_mean
+
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    shuffle_buffer: int = 10000
+    min_object_covered: float = 0.1
+    aspect_ratio_range: tuple = (3 / 4, 4 / 3)
+    area_range: tuple = (0.05, 1.0)
+    max_attempts: int = 100
+    random_flip: bool = True
+    resize_method: str = "bilinear"
+    eval_crop_fraction: float | None = None
+    num_parallel_calls: int = -1
+    prefetch: int = -1
+    cache: bool = False
+    min_files_per_shard: int = 4
+    on_error: str = "fail"
+    deterministic: bool = True
+
+
+@gin.configurable("input_pipeline", module="effnet.data")
+def pipeline_options(
+    shuffle_buffer: int = 10000,
+    min_object_covered: float = 0.1,
+    aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
+    area_range: Sequence[float] = (0.05, 1.0),
+    max_attempts: int = 100,
+    random_flip: bool = True,
+    resize_method: str = "bilinear",
+    eval_crop_fraction: float | None = None,
+    num_parallel_calls: int = -1,
+    prefetch: int = -1,
+    cache: bool = False,
+    min_files_per_shard: int = 4,
+    on_error: str = "fail",
+    deterministic: bool = True,
+) -> PipelineOptions:
+    """Input-pipeline settings (gin: ``input_pipeline.NAME = value``).
+
+    shuffle_buffer: records in the training shuffle buffer (per process); 0 or 1 turns it off.
+    min_object_covered, aspect_ratio_range, area_range, max_attempts: the random training crop.
+    random_flip: horizontal flips in training. resize_method: ``tf.image.resize`` method.
+    eval_crop_fraction: centre crop of the short side in evaluation; None = size/(size+32).
+    num_parallel_calls, prefetch: -1 = AUTOTUNE.
+    cache: keep this process's encoded records in memory after the first pass (small datasets;
+        the file order then stays fixed and only the shuffle buffer mixes).
+    min_files_per_shard: shard by file when every process gets at least this many files,
+        else by element (every process reads everything and keeps its share).
+    on_error: 'fail' stops at the first unreadable image or truncated file with its name;
+        'skip' reports each one on stderr (with a running count) and goes on.
+    deterministic: keep element order fixed in parallel stages (same seed -> same batches).
+    """
+    if on_error not in ON_ERROR:
+        raise UserError(f"input_pipeline.on_error={on_error!r} is not one of {', '.join(ON_ERROR)}{did_you_mean(on_error, ON_ERROR)}")
+    if len(tuple(aspect_ratio_range)) != 2 or len(tuple(area_range)) != 2:
+        raise UserError("input_pipeline.aspect_ratio_range and area_range must be pairs (low, high)")
+    if not 0 < area_range[0] <= area_range[1] <= 1:
+        raise UserError(f"input_pipeline.area_range={tuple(area_range)} must satisfy 0 < low <= high <= 1")
+    if eval_crop_fraction is not None and not 0 < eval_crop_fraction <= 1:
+        raise UserError(f"input_pipeline.eval_crop_fraction={eval_crop_fraction} must be in (0, 1] or None")
+    return PipelineOptions(
+        int(shuffle_buffer), float(min_object_covered), tuple(aspect_ratio_range), tuple(area_range), int(max_attempts),
+        bool(random_flip), str(resize_method), eval_crop_fraction, int(num_parallel_calls), int(prefetch), bool(cache),
+        int(min_files_per_shard), on_error, bool(deterministic),
+    )
+
+
+__all__ = ["ON_ERROR", "PipelineOptions", "pipeline_options"]

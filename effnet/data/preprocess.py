@@ -1,0 +1,120 @@
+"""Decoding and cropping: the training crop, the evaluation centre crop, and the one decode path.
+
+Convention (one for the whole project): the pipeline hands the model RGB images, NHWC, with
+values in [0, 255] (uint8, or float32 after batch mixing). The model normalises them itself with
+:data:`MEAN_RGB` / :data:`STDDEV_RGB` (ImageNet statistics scaled to [0, 255]), so a SavedModel
+takes raw pixels and nothing outside the model needs to know the statistics.
+
+Decoding handles JPEG (baseline, progressive, grayscale and CMYK; libjpeg converts all of them to
+RGB), PNG (8 or 16 bit; grayscale is replicated to RGB, an alpha channel is dropped without
+compositing), BMP and GIF (first frame). JPEGs are decoded and cropped in one step
+(``decode_and_crop_jpeg``), which skips the pixels outside the crop.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+#: Per-channel mean and standard deviation of ImageNet, on the [0, 255] scale (used inside models).
+MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+#: Evaluation crops ``size / (size + CROP_PADDING)`` of the short side (0.875 at 224 px).
+CROP_PADDING = 32
+
+
+def _decode_other(encoded: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_and_crop(encoded: tf.Tensor, crop_window_fn) -> tf.Tensor:
+    """Decode ``encoded`` and crop it to ``crop_window_fn(hw) -> [y, x, h, w]`` (int32).
+
+    For JPEGs only the crop is decoded; other formats are decoded whole and sliced.
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        window = crop_window_fn(shape[:2])
+        return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+
+    def other():
+        image = _decode_other(encoded)
+        window = crop_window_fn(tf.shape(image)[:2])
+        return tf.slice(image, tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], 3]))
+
+    image = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def center_crop_window(hw: tf.Tensor, image_size: int, crop_fraction: float | None = None) -> tf.Tensor:
+    """A square centre window of ``crop_fraction`` (default ``size/(size+32)``) of the short side."""
+    if crop_fraction is None:
+        crop_fraction = image_size / (image_size + CROP_PADDING)
+    h, w = hw[0], hw[1]
+    side = tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * float(crop_fraction), tf.int32)
+    side = tf.maximum(side, 1)
+    y = (h - side + 1) // 2
+    x = (w - side + 1) // 2
+    return tf.stack([y, x, side, side])
+
+
+def resize_uint8(image: tf.Tensor, image_size: int, method: str = "bilinear") -> tf.Tensor:
+    """Resize to ``image_size`` square and return uint8 (rounded, clipped)."""
+    image = tf.image.resize(image, [image_size, image_size], method=method)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    image.set_shape([image_size, image_size, 3])
+    return image
+
+
+def decode_for_eval(encoded: tf.Tensor, image_size: int, crop_fraction: float | None = None,
+                    method: str = "bilinear") -> tf.Tensor:
+    """Encoded image bytes -> uint8 ``[image_size, image_size, 3]``: centre crop, bilinear resize.
+
+    Graph-compatible (usable in a SavedModel signature via ``tf.map_fn``). ``crop_fraction``
+    defaults to ``image_size / (image_size + 32)`` of the short side; 1.0 keeps the whole short side.
+    """
+    image = decode_and_crop(encoded, lambda hw: center_crop_window(hw, image_size, crop_fraction))
+    return resize_uint8(image, image_size, method)
+
+
+def decode_for_train(encoded: tf.Tensor, image_size: int, seed: tf.Tensor, *, min_object_covered: float = 0.1,
+                     aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.05, 1.0), max_attempts: int = 100,
+                     random_flip: bool = True, method: str = "bilinear") -> tf.Tensor:
+    """The training crop of the seed: a random distorted box, decoded, flipped, resized (uint8).
+
+    The box covers at least ``min_object_covered`` of the whole image (there are no object boxes),
+    with aspect ratio and area in the given ranges. When no box is found in ``max_attempts`` the
+    crop falls back to the evaluation centre crop, as the reference does.
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+
+    def window(hw):
+        shape = tf.concat([hw, [3]], 0)
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=crop_seed,
+            min_object_covered=min_object_covered, aspect_ratio_range=list(aspect_ratio_range),
+            area_range=list(area_range), max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
+        found = tf.stack([begin[0], begin[1], size[0], size[1]])
+        failed = tf.reduce_all(tf.equal(size[:2], hw))
+        return tf.where(failed, center_crop_window(hw, image_size), found)
+
+    image = decode_and_crop(encoded, window)
+    if random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return resize_uint8(image, image_size, method)
+
+
+__all__ = [
+    "CROP_PADDING",
+    "MEAN_RGB",
+    "STDDEV_RGB",
+    "center_crop_window",
+    "decode_and_crop",
+    "decode_for_eval",
+    "decode_for_train",
+    "resize_uint8",
+]
