@@ -11,8 +11,10 @@ and raised as :class:`~effnet.errors.UserError`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
+import logging
 import os
 import re
 import tokenize
@@ -252,6 +254,9 @@ def parse(
     Plugins must be loaded before calling this (their configurables must exist); the registry is
     loaded on first use here. Raises UserError with a one-line message on any problem.
     """
+    import effnet.loggers  # noqa: F401 - the engine's own configurables must exist before parsing
+    import effnet.train  # noqa: F401
+
     gin.clear_config()
     dirs = search_dirs()
     files = [resolve_gin_file(name, dirs) for name in gin_files]
@@ -261,7 +266,8 @@ def parse(
     _set_search_path([*dirs, *(p.parent for p in files)])
     for path in files:
         try:
-            gin.parse_config_file(str(path))
+            with _quiet_resource_reader():
+                gin.parse_config_file(str(path))
         except SyntaxError as exc:
             raise _syntax_error(exc, path) from None
         except (ValueError, ImportError, TypeError, KeyError, AttributeError) as exc:
@@ -286,6 +292,23 @@ def parse(
                 raise _semantic_error(exc, "gin config") from None
             raise error from None
     return ParsedConfig(files=files, params=list(params), includes=includes)
+
+
+class _DropPathNotFound(logging.Filter):
+    def filter(self, record):
+        return not str(record.msg).startswith("Path not found")
+
+
+@contextlib.contextmanager
+def _quiet_resource_reader():
+    """gin's package-resource reader logs an error for every search-path miss; they are not errors."""
+    noise = _DropPathNotFound()
+    root = logging.getLogger()
+    root.addFilter(noise)
+    try:
+        yield
+    finally:
+        root.removeFilter(noise)
 
 
 def _set_search_path(dirs: Sequence[Path]) -> None:

@@ -151,6 +151,8 @@ class Registry:
                     f"plugin {ep.name!r} ({ep.value}) from {source} failed to load: "
                     f"{type(exc).__name__}: {exc}; {hint}"
                 ) from exc
+            if self.pm.is_registered(plugin):  # already loaded through $EFFNET_PLUGINS
+                continue
             self._register(plugin, ep.name, source)
 
     def _check_pending(self) -> None:
