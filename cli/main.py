@@ -222,6 +222,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # TensorFlow's C++ INFO/WARNING chatter (oneDNN notices, CPU feature hints) drowns the output;
+    # errors still show. Set TF_CPP_MIN_LOG_LEVEL yourself to see everything.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("EFFNET_DEBUG", "").lower() in ("1", "true", "yes", "on")
     try:
