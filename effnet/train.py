@@ -232,6 +232,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
     if backend.is_writer:
         ckpt_mod.ensure_writable(model_dir)
 
+    keras.backend.clear_session()  # fresh layer names and graphs when runs share a process
     precision_mod.configure(cfg.precision)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -432,7 +433,8 @@ def run(cfg: TrainConfig | None = None) -> dict:
                         log.log_metrics((epoch + 1, gstep), record)
                         history.append({"step": gstep, "epoch": epoch + 1, "train": {k: record[k] for k in ("loss", "top1", "lr")}})
                         window_start, window_images = time.perf_counter(), 0
-                    if cfg.checkpoint_every_steps and gstep % cfg.checkpoint_every_steps == 0 and step_in_epoch + 1 < steps:
+                    if (cfg.checkpoint_every_steps and gstep % cfg.checkpoint_every_steps == 0
+                            and step_in_epoch + 1 < steps and bad == 0):  # never checkpoint inside a non-finite streak
                         save(last_eval)
                 # end of epoch
                 position["epoch"], position["step_in_epoch"] = epoch + 1, 0
@@ -440,7 +442,8 @@ def run(cfg: TrainConfig | None = None) -> dict:
                 if cfg.mode == "train_and_eval" and ((epoch + 1) % cfg.eval_every_epochs == 0 or last_epoch):
                     last_eval = evaluate_now(epoch + 1)
                     history.append({"step": int(global_step.numpy()), "epoch": epoch + 1, "eval": last_eval})
-                if last_epoch or (cfg.checkpoint_every_epochs and (epoch + 1) % cfg.checkpoint_every_epochs == 0):
+                periodic = cfg.checkpoint_every_epochs and (epoch + 1) % cfg.checkpoint_every_epochs == 0
+                if last_epoch or (periodic and int(step_obj.consecutive_nonfinite.numpy()) == 0):
                     save(last_eval)
                 if stage.end_epoch == epoch + 1:
                     position["stage"] = stage.index + 1
