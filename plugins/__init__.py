@@ -7,4 +7,5 @@ third-party package would. :data:`BUILTIN` is the list the registry loads first.
 BUILTIN = [
     "effnet.plugins.loggers",
     "effnet.plugins.backends",
+    "effnet.plugins.models",
 ]
