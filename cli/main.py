@@ -189,6 +189,9 @@ def config(gin_files, gin_params, model_dir, data_dir, list_files, configurables
     click.echo(parsed.config_str())
 
 
+from effnet.cli.import_weights import import_weights; cli.add_command(import_weights)  # noqa: E402, E702
+
+
 # --------------------------------------------------------------------------------------------------
 # Entry point with the exit-code contract
 
