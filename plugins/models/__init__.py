@@ -49,6 +49,7 @@ __all__ = [
     "default_resolution",
     "efficientnet",
     "efficientnet_image_size",
+    "import_keras_weights",
     "load_model",
     "load_pretrained",
     "variant_names",
@@ -105,6 +106,13 @@ def _factory(variant: str):
 @effnet.hookimpl
 def effnet_models():
     return {name: _factory(name) for name in VARIANTS}
+
+
+def import_keras_weights(source, variant=None, num_classes=None, replace_head=False, output=None, check=False):
+    """Build our model matching a keras.applications model or weights file and copy its weights (see keras_import)."""
+    from effnet.plugins.models.keras_import import import_keras_weights as _import
+
+    return _import(source, variant, num_classes, replace_head, output=output, check=check)
 
 
 def load_pretrained(model, path, replace_head: bool = False):

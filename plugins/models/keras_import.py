@@ -103,6 +103,8 @@ class Source:
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     variant: str | None = None  # detected from a model name or metadata
     keras_layout: bool = False  # written by keras.applications (not by us)
+    model: keras.Model | None = None  # the model itself, for in-memory and .keras sources
+    v1_compensated: bool = False  # normalisation includes Keras' ImageNet V1 variance compensation
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -111,9 +113,10 @@ class Source:
         return int(head[0].shape[-1]) if head else None
 
 
-def _is_input_normalization(arrays: list[np.ndarray]) -> bool:
+def _is_input_normalization(name: str, arrays: list[np.ndarray]) -> bool:
     """Keras' Normalization layer of a V1 model: mean (3,), variance (3,), count ()."""
-    return len(arrays) == 3 and arrays[0].shape == (3,) and arrays[1].shape == (3,) and arrays[2].shape == ()
+    shapes = [a.shape for a in arrays]
+    return name.startswith("normalization") and shapes == [(3,), (3,), ()]
 
 
 def _affine_to_mean_std(scale: np.ndarray, offset: np.ndarray):
@@ -156,7 +159,7 @@ def _from_model(model: keras.Model, origin: str) -> Source:
         keras_layout |= layer.name.endswith("_dwconv2")
         weights[_our_name(layer.name)] = layer.get_weights()
     keras_layout |= any(isinstance(layer, keras.layers.Normalization) for layer in model.layers)
-    return Source(origin, weights, _model_normalization(model), _detect_variant(model.name), keras_layout)
+    return Source(origin, weights, _model_normalization(model), _detect_variant(model.name), keras_layout, model)
 
 
 def load_keras_file(path, compile: bool = False) -> keras.Model:
@@ -210,16 +213,16 @@ def _read_h5(path: Path) -> tuple[dict[str, list[np.ndarray]], dict]:
     raise UserError(f"cannot read {path}: an HDF5 file without Keras weights (no 'layers' group or 'layer_names'); pass a .weights.h5, legacy .h5 or .keras file")
 
 
-def _file_normalization(source: Source, raw: dict, metadata: dict, spec: VariantSpec):
+def _file_normalization(source: Source, keras_stats: list[np.ndarray] | None, metadata: dict, spec: VariantSpec):
     if metadata.get("normalization"):
         norm = metadata["normalization"]
         return tuple(norm["mean"]), tuple(norm["std"])
-    keras_norm = [arrays for name, arrays in raw.items() if name.startswith("normalization") and _is_input_normalization(arrays)]
-    if keras_norm:  # keras.applications V1: Rescaling(1/255) -> Normalization(mean, variance) [-> compensation]
-        mean, variance = (a.astype(np.float64) for a in keras_norm[0][:2])
+    if keras_stats:  # keras.applications V1: Rescaling(1/255) -> Normalization(mean, variance) [-> compensation]
+        mean, variance = (a.astype(np.float64) for a in keras_stats[:2])
         std = np.maximum(np.sqrt(variance), keras.config.epsilon())
         if np.allclose(variance, KERAS_V1_IMAGENET_STDDEV, atol=1e-6):
             std = std * np.sqrt(KERAS_V1_IMAGENET_STDDEV)
+            source.v1_compensated = True
             source.notes.append("applied keras.applications' ImageNet V1 variance compensation")
         return tuple(float(v) for v in 255 * mean), tuple(float(v) for v in 255 * std)
     if source.keras_layout and spec.family == "v2":  # keras.applications V2: fixed preprocessing per variant
@@ -239,13 +242,14 @@ def read_source(source, spec: VariantSpec | None = None) -> Source:
     if path.suffix != ".h5":
         raise UserError(f"{path}: unknown weights format {path.suffix!r}; pass a .keras, .weights.h5 or legacy .h5 file")
     raw, metadata = _read_h5(path)
-    weights = {_our_name(name): arrays for name, arrays in raw.items() if not (name.startswith("normalization") and _is_input_normalization(arrays))}
-    keras_layout = len(weights) < len(raw) or any(name.endswith("_dwconv2") for name in raw)
+    keras_stats = next((arrays for name, arrays in raw.items() if _is_input_normalization(name, arrays)), None)
+    weights = {_our_name(name): arrays for name, arrays in raw.items() if not _is_input_normalization(name, arrays)}
+    keras_layout = keras_stats is not None or any(name.endswith("_dwconv2") for name in raw)
     src = Source(str(path), weights, None, metadata.get("variant"), keras_layout)
     if spec is None and src.variant in VARIANTS:
         spec = VARIANTS[src.variant]
     if spec is not None:
-        src.normalization = _file_normalization(src, raw, metadata, spec)
+        src.normalization = _file_normalization(src, keras_stats, metadata, spec)
     return src
 
 
@@ -388,11 +392,9 @@ def save_weights(model: keras.Model, path, metadata: Mapping | None = None) -> P
 
 def keras_reference_model(spec: VariantSpec, source: Source, path) -> keras.Model | None:
     """A keras.applications model holding the source's weights, loaded by Keras itself (for checks)."""
-    if isinstance(path, keras.Model):
-        return path
-    if str(path).endswith(".keras"):
-        return load_keras_file(path)
-    if not spec.keras_application or not source.keras_layout or source.notes:
+    if source.model is not None:
+        return source.model
+    if not spec.keras_application or not source.keras_layout or source.v1_compensated:
         return None  # Keras would build it without the V1 ImageNet compensation: no like-for-like check
     classes = source.num_classes
     model = getattr(keras.applications, spec.keras_application)(
