@@ -201,10 +201,12 @@ def test_fixed_input_size_for_export():
 
 
 def test_initialisers_are_fan_out():
+    keras.utils.set_random_seed(0)
     model = efficientnet("efficientnet_b0", num_classes=1000)
     kernel = model.get_layer("top_conv").kernel.numpy()  # 1x1, 320 -> 1280: fan_out 1280
     assert kernel.std() == pytest.approx(math.sqrt(2 / 1280), rel=0.02)
-    assert abs(kernel).max() > 4.5 * math.sqrt(2 / 1280)  # normal, not truncated at 2 sigma
+    # Normal, not truncated at 2 sigma: ~26 of these 409,600 values lie beyond 4 sigma.
+    assert abs(kernel).max() > 4 * math.sqrt(2 / 1280)
     dense = model.get_layer("predictions").kernel.numpy()  # U(-1/sqrt(1000), 1/sqrt(1000))
     assert abs(dense).max() <= 1 / math.sqrt(1000) and abs(dense).max() > 0.99 / math.sqrt(1000)
     np.testing.assert_array_equal(model.get_layer("predictions").bias.numpy(), 0)
