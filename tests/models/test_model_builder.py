@@ -265,3 +265,12 @@ def test_normalize_layer_computes_in_float32():
     out = layer(x)
     assert out.dtype == tf.float16 and layer.compute_dtype == "float16"
     np.testing.assert_allclose(np.asarray(out, "float32"), 3.0, rtol=2e-3)
+
+
+def test_the_trained_model_object_exports_for_serving(tmp_path):
+    model = efficientnet("efficientnet_v2_b0", num_classes=3, **TINY)
+    x = images(2, 48)
+    model(x, training=True)  # the same object that trains...
+    model.export(tmp_path / "serving", format="tf_saved_model", verbose=False)  # ...exports
+    loaded = tf.saved_model.load(str(tmp_path / "serving"))
+    np.testing.assert_allclose(loaded.serve(x), model(x, training=False), rtol=1e-5, atol=1e-6)
