@@ -59,9 +59,9 @@ class Block(keras.layers.Layer):
         self._act = keras.activations.get(activation)
         self.hidden = self.in_channels * self.expand
         self.se_reduce = self.se_expand = None
+        self.squeezed = max(1, int(self.in_channels * self.se_ratio)) if self.se_ratio else 0
         if self.se_ratio:
-            squeezed = max(1, int(self.in_channels * self.se_ratio))
-            self.se_reduce = self._conv(squeezed, 1, 1, "se_reduce", use_bias=True, activation=activation)
+            self.se_reduce = self._conv(self.squeezed, 1, 1, "se_reduce", use_bias=True, activation=activation)
             self.se_expand = self._conv(self.hidden, 1, 1, "se_expand", use_bias=True, activation="sigmoid")
 
     # -- sublayer factories (names as keras.applications' flat layers) -------------------------------
@@ -74,15 +74,18 @@ class Block(keras.layers.Layer):
     def _bn(self, suffix):
         return layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype_policy, name=f"{self.name}_{suffix}")
 
-    def _build_chain(self, chain):
-        """Build (sublayer, input channels) pairs; spatial sizes do not matter to any of them."""
-        for layer, channels in chain:
-            if layer is not None:
+    def _chain(self) -> list[tuple[keras.layers.Layer | None, int]]:
+        """(sublayer or None, its input channels) in the order keras.applications creates them."""
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        for layer, channels in self._chain():
+            if layer is not None:  # spatial sizes do not matter to any sublayer
                 layer.build((None, None, None, channels))
 
     def sublayers(self) -> list[keras.layers.Layer]:
         """The sublayers that own weights, in the order keras.applications creates them."""
-        raise NotImplementedError
+        return [layer for layer, _ in self._chain() if layer is not None]
 
     # -- shared pieces of call ----------------------------------------------------------------------
     def _squeeze_excite(self, x):
@@ -94,7 +97,7 @@ class Block(keras.layers.Layer):
     def _residual(self, x, inputs, training):
         if not self.has_skip:
             return x
-        rate = self.drop_path_rate * self.block_fraction
+        rate = self.drop_probability
         if training and rate > 0.0:
             x = keras.random.dropout(x, rate, noise_shape=(None, 1, 1, 1), seed=self.seed_generator)
         return x + inputs
@@ -145,17 +148,12 @@ class MBConv(Block):
         self.project_conv = self._conv(self.out_channels, 1, 1, "project_conv")
         self.project_bn = self._bn("project_bn")
 
-    def build(self, input_shape):
+    def _chain(self):
         c, h = self.in_channels, self.hidden
-        self._build_chain([
+        return [
             (self.expand_conv, c), (self.expand_bn, h), (self.dwconv, h), (self.bn, h),
-            (self.se_reduce, h), (self.se_expand, self.se_reduce.filters if self.se_reduce else 0),
-            (self.project_conv, h), (self.project_bn, self.out_channels),
-        ])
-
-    def sublayers(self):
-        chain = [self.expand_conv, self.expand_bn, self.dwconv, self.bn, self.se_reduce, self.se_expand, self.project_conv, self.project_bn]
-        return [layer for layer in chain if layer is not None]
+            (self.se_reduce, h), (self.se_expand, self.squeezed), (self.project_conv, h), (self.project_bn, self.out_channels),
+        ]
 
     def call(self, inputs, training=None):
         x = inputs
@@ -185,17 +183,12 @@ class FusedMBConv(Block):
             self.project_conv = self._conv(self.out_channels, self.kernel, self.stride, "project_conv")
         self.project_bn = self._bn("project_bn")
 
-    def build(self, input_shape):
+    def _chain(self):
         c, h = self.in_channels, self.hidden
-        self._build_chain([
-            (self.expand_conv, c), (self.expand_bn, h), (self.se_reduce, h),
-            (self.se_expand, self.se_reduce.filters if self.se_reduce else 0),
+        return [
+            (self.expand_conv, c), (self.expand_bn, h), (self.se_reduce, h), (self.se_expand, self.squeezed),
             (self.project_conv, h), (self.project_bn, self.out_channels),
-        ])
-
-    def sublayers(self):
-        chain = [self.expand_conv, self.expand_bn, self.se_reduce, self.se_expand, self.project_conv, self.project_bn]
-        return [layer for layer in chain if layer is not None]
+        ]
 
     def call(self, inputs, training=None):
         x = inputs
