@@ -209,6 +209,9 @@ def config(gin_files, gin_params, model_dir, data_dir, list_files, configurables
 from effnet.cli.data import data as _data  # noqa: E402
 
 cli.add_command(_data)
+from effnet.cli.import_weights import import_weights  # noqa: E402
+
+cli.add_command(import_weights)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,4 +12,5 @@ BUILTIN = [
     "effnet.plugins.progressive",
     "effnet.plugins.data",
     "effnet.plugins.augment",
+    "effnet.plugins.models",
 ]

@@ -1,0 +1,201 @@
+"""MBConv and Fused-MBConv blocks as Keras layers.
+
+Each block is one layer (named like ``block4b``) owning Keras sublayers named as keras.applications
+names its flat layers (``block4b_expand_conv``, ``block4b_bn``, ``block4b_se_reduce`` ...). One
+layer per block keeps the functional graph about 110 nodes deep even for V2-XL; as a flat graph of
+~1500 layers it overflows the recursion of Keras' graph mapping.
+
+Stochastic depth lives in the block: while training, the residual branch of a block with an
+identity skip is dropped per sample with probability ``drop_path_rate * block_fraction``.
+``apply_stage({"drop_path": r})`` sets the network-level rate ``r`` (the engine's progressive
+stages); ``stage_values()`` returns the rate the block was built with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+from keras import layers, ops
+
+from effnet.plugins.models.layers import check_rate
+
+__all__ = ["Block", "FusedMBConv", "MBConv", "CONV_INIT"]
+
+# The reference code's "fan_out" initialiser for convolutions: N(0, 2 / fan_out), not truncated.
+CONV_INIT = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
+
+
+class Block(keras.layers.Layer):
+    """What MBConv and Fused-MBConv share: configuration, BN/conv factories, SE, residual, stages."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int = 3,
+        stride: int = 1,
+        expand: int = 1,
+        se_ratio: float = 0.0,
+        activation: str = "swish",
+        bn_momentum: float = 0.99,
+        bn_epsilon: float = 1e-3,
+        drop_path_rate: float = 0.0,
+        block_fraction: float = 0.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel, self.stride, self.expand = int(kernel), int(stride), int(expand)
+        self.se_ratio = float(se_ratio)
+        self.activation = activation
+        self.bn_momentum, self.bn_epsilon = float(bn_momentum), float(bn_epsilon)
+        self.built_drop_path_rate = self.drop_path_rate = check_rate("drop_path_rate", drop_path_rate)
+        self.block_fraction = float(block_fraction)
+        self.seed = seed
+        self.has_skip = self.stride == 1 and self.in_channels == self.out_channels
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.has_skip else None
+        self._act = keras.activations.get(activation)
+        self.hidden = self.in_channels * self.expand
+        self.se_reduce = self.se_expand = None
+        self.squeezed = max(1, int(self.in_channels * self.se_ratio)) if self.se_ratio else 0
+        if self.se_ratio:
+            self.se_reduce = self._conv(self.squeezed, 1, 1, "se_reduce", use_bias=True, activation=activation)
+            self.se_expand = self._conv(self.hidden, 1, 1, "se_expand", use_bias=True, activation="sigmoid")
+
+    # -- sublayer factories (names as keras.applications' flat layers) -------------------------------
+    def _conv(self, filters, kernel, stride, suffix, use_bias=False, activation=None):
+        return layers.Conv2D(
+            filters, kernel, stride, padding="same", use_bias=use_bias, activation=activation,
+            kernel_initializer=CONV_INIT, dtype=self.dtype_policy, name=f"{self.name}_{suffix}",
+        )
+
+    def _bn(self, suffix):
+        return layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype_policy, name=f"{self.name}_{suffix}")
+
+    def _chain(self) -> list[tuple[keras.layers.Layer | None, int]]:
+        """(sublayer or None, its input channels) in the order keras.applications creates them."""
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        for layer, channels in self._chain():
+            if layer is not None:  # spatial sizes do not matter to any sublayer
+                layer.build((None, None, None, channels))
+
+    def sublayers(self) -> list[keras.layers.Layer]:
+        """The sublayers that own weights, in the order keras.applications creates them."""
+        return [layer for layer, _ in self._chain() if layer is not None]
+
+    # -- shared pieces of call ----------------------------------------------------------------------
+    def _squeeze_excite(self, x):
+        if self.se_reduce is None:
+            return x
+        se = ops.mean(x, axis=(1, 2), keepdims=True)
+        return x * self.se_expand(self.se_reduce(se))
+
+    def _residual(self, x, inputs, training):
+        if not self.has_skip:
+            return x
+        rate = self.drop_probability
+        if training and rate > 0.0:
+            x = keras.random.dropout(x, rate, noise_shape=(None, 1, 1, 1), seed=self.seed_generator)
+        return x + inputs
+
+    # -- progressive stages -------------------------------------------------------------------------
+    @property
+    def drop_probability(self) -> float:
+        """This block's current drop probability (0 for blocks without an identity skip)."""
+        return self.drop_path_rate * self.block_fraction if self.has_skip else 0.0
+
+    def apply_stage(self, params: Mapping[str, float]) -> None:
+        if "drop_path" in params:
+            self.drop_path_rate = check_rate("drop_path", params["drop_path"])
+
+    def stage_values(self) -> dict[str, float]:
+        return {"drop_path": self.built_drop_path_rate}
+
+    def compute_output_shape(self, input_shape):
+        size = [None if d is None else -(-d // self.stride) for d in input_shape[1:3]]
+        return (input_shape[0], *size, self.out_channels)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "in_channels": self.in_channels, "out_channels": self.out_channels, "kernel": self.kernel,
+            "stride": self.stride, "expand": self.expand, "se_ratio": self.se_ratio,
+            "activation": self.activation, "bn_momentum": self.bn_momentum, "bn_epsilon": self.bn_epsilon,
+            "drop_path_rate": self.built_drop_path_rate, "block_fraction": self.block_fraction, "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="effnet")
+class MBConv(Block):
+    """[1x1 expand conv-BN-act] -> kxk depthwise conv-BN-act -> [SE] -> 1x1 project conv-BN (+ identity skip)."""
+
+    def __init__(self, in_channels, out_channels, **kwargs):
+        super().__init__(in_channels, out_channels, **kwargs)
+        if self.expand != 1:
+            self.expand_conv = self._conv(self.hidden, 1, 1, "expand_conv")
+            self.expand_bn = self._bn("expand_bn")
+        else:
+            self.expand_conv = self.expand_bn = None
+        self.dwconv = layers.DepthwiseConv2D(
+            self.kernel, self.stride, padding="same", use_bias=False, depthwise_initializer=CONV_INIT,
+            dtype=self.dtype_policy, name=f"{self.name}_dwconv",
+        )
+        self.bn = self._bn("bn")
+        self.project_conv = self._conv(self.out_channels, 1, 1, "project_conv")
+        self.project_bn = self._bn("project_bn")
+
+    def _chain(self):
+        c, h = self.in_channels, self.hidden
+        return [
+            (self.expand_conv, c), (self.expand_bn, h), (self.dwconv, h), (self.bn, h),
+            (self.se_reduce, h), (self.se_expand, self.squeezed), (self.project_conv, h), (self.project_bn, self.out_channels),
+        ]
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if self.expand_conv is not None:
+            x = self._act(self.expand_bn(self.expand_conv(x), training=training))
+        x = self._act(self.bn(self.dwconv(x), training=training))
+        x = self._squeeze_excite(x)
+        x = self.project_bn(self.project_conv(x), training=training)
+        return self._residual(x, inputs, training)
+
+
+@keras.saving.register_keras_serializable(package="effnet")
+class FusedMBConv(Block):
+    """kxk expand conv-BN-act -> [SE] -> 1x1 project conv-BN (+ identity skip).
+
+    With expand ratio 1 the kxk conv is the projection itself and keeps its activation.
+    """
+
+    def __init__(self, in_channels, out_channels, **kwargs):
+        super().__init__(in_channels, out_channels, **kwargs)
+        if self.expand != 1:
+            self.expand_conv = self._conv(self.hidden, self.kernel, self.stride, "expand_conv")
+            self.expand_bn = self._bn("expand_bn")
+            self.project_conv = self._conv(self.out_channels, 1, 1, "project_conv")
+        else:
+            self.expand_conv = self.expand_bn = None
+            self.project_conv = self._conv(self.out_channels, self.kernel, self.stride, "project_conv")
+        self.project_bn = self._bn("project_bn")
+
+    def _chain(self):
+        c, h = self.in_channels, self.hidden
+        return [
+            (self.expand_conv, c), (self.expand_bn, h), (self.se_reduce, h), (self.se_expand, self.squeezed),
+            (self.project_conv, h), (self.project_bn, self.out_channels),
+        ]
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if self.expand_conv is not None:
+            x = self._act(self.expand_bn(self.expand_conv(x), training=training))
+        x = self._squeeze_excite(x)
+        x = self.project_bn(self.project_conv(x), training=training)
+        if self.expand_conv is None:
+            x = self._act(x)
+        return self._residual(x, inputs, training)

@@ -1,0 +1,166 @@
+"""One builder for every EfficientNet V1/V2 variant: :class:`~.specs.VariantSpec` -> Keras model.
+
+The model is a plain Keras functional model: ``images`` -> :class:`~.layers.Normalize` -> stem
+(``stem_conv``, ``stem_bn``, ``stem_activation``) -> one layer per block (``block1a``,
+``block1b``, ... see :mod:`.blocks`) -> head (``top_conv``, ``top_bn``, ``top_activation``,
+``avg_pool``, ``top_dropout``, ``predictions``). Every layer that owns weights carries the name
+keras.applications gives the same weights (block sublayers included), so importing Keras weights
+is a copy by name (except V2's ``dwconv2`` -> ``dwconv``) and a mismatch names a layer.
+
+Padding is TensorFlow's ``"same"`` everywhere, as in the papers' reference code. (keras.applications
+V1 pads explicitly; for a static input size that is the same padding, for a dynamic one only on
+even sizes.)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import keras
+from keras import layers
+
+from effnet.errors import UserError
+from effnet.plugins.models.blocks import CONV_INIT, Block, FusedMBConv, MBConv
+from effnet.plugins.models.layers import HeadDropout, Normalize
+from effnet.plugins.models.specs import VariantSpec, resolve_normalization
+
+__all__ = ["HEAD_LAYERS", "MIN_INPUT_SIZE", "apply_freeze", "build", "layer_stage", "weighted_layers"]
+
+MIN_INPUT_SIZE = 32
+HEAD_LAYERS = ("avg_pool", "top_dropout", "predictions")
+BLOCKS = {"mb": MBConv, "fused": FusedMBConv}
+
+# The reference code's classifier initialiser: U(-1/sqrt(fan_out), 1/sqrt(fan_out)).
+DENSE_INIT = {"class_name": "VarianceScaling", "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"}}
+
+
+def _block_letter(j: int) -> str:
+    """a..z as keras.applications names blocks, then aa, ab, ... for stages of more than 26 blocks."""
+    return chr(97 + j) if j < 26 else chr(96 + j // 26) + chr(97 + j % 26)
+
+
+def build(
+    spec: VariantSpec,
+    num_classes: int = 1000,
+    *,
+    dropout_rate: float | None = None,
+    drop_path_rate: float | None = None,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1e-3,
+    activation: str = "swish",
+    se_ratio: float | None = None,
+    normalization="imagenet",
+    include_top: bool = True,
+    features_only: bool = False,
+    freeze=None,
+    input_size: int | None = None,
+) -> keras.Model:
+    """Build ``spec`` (already scaled to the wanted width/depth) as a Keras model; knobs as in :func:`effnet.plugins.models.efficientnet`."""
+    mean, std = resolve_normalization(normalization)
+    dropout_rate = spec.dropout if dropout_rate is None else dropout_rate
+    drop_path_rate = spec.drop_path if drop_path_rate is None else drop_path_rate
+    for key, value in (("dropout_rate", dropout_rate), ("drop_path_rate", drop_path_rate)):
+        if not 0 <= value < 1:
+            raise UserError(f"efficientnet.{key}={value} must be in [0, 1)")
+    if se_ratio is not None and not 0 <= se_ratio <= 1:
+        raise UserError(f"efficientnet.se_ratio={se_ratio} must be in [0, 1]")
+    if include_top and not features_only and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise UserError(f"num_classes={num_classes!r} must be a positive integer")
+    if input_size is not None and input_size < MIN_INPUT_SIZE:
+        raise UserError(f"efficientnet.input_size={input_size} is below the minimum {MIN_INPUT_SIZE}")
+    try:
+        keras.activations.get(activation)
+    except ValueError:
+        raise UserError(f"efficientnet.activation={activation!r} is not a Keras activation (e.g. 'swish', 'relu', 'gelu')") from None
+
+    def conv_bn_act(x, filters, kernel, stride, prefix):
+        x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=f"{prefix}conv")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}bn")(x)
+        return layers.Activation(activation, name=f"{prefix}activation")(x)
+
+    inputs = keras.Input((input_size, input_size, 3), name="images")
+    x = Normalize(mean, std, name="normalize")(inputs)
+    x = conv_bn_act(x, spec.round_filters(spec.stem_filters), 3, 2, "stem_")
+
+    n_blocks = sum(spec.round_repeats(stage.repeats) for stage in spec.stages)
+    endpoints, reduction, index = {}, 1, 0
+    for i, stage in enumerate(spec.stages, 1):
+        if stage.stride == 2:
+            endpoints[f"reduction_{reduction}"] = x
+            reduction += 1
+        out_channels = spec.round_filters(stage.out_channels)
+        ratio = stage.se_ratio if se_ratio is None or not stage.se_ratio else se_ratio
+        for j in range(spec.round_repeats(stage.repeats)):
+            x = BLOCKS[stage.block](
+                x.shape[-1], out_channels, kernel=stage.kernel, stride=stage.stride if j == 0 else 1,
+                expand=stage.expand, se_ratio=ratio, activation=activation, bn_momentum=bn_momentum,
+                bn_epsilon=bn_epsilon, drop_path_rate=drop_path_rate, block_fraction=index / n_blocks,
+                name=f"block{i}{_block_letter(j)}",
+            )(x)
+            index += 1
+    endpoints[f"reduction_{reduction}"] = x
+
+    if features_only:
+        outputs = endpoints
+    else:
+        x = conv_bn_act(x, spec.round_filters(spec.head_filters), 1, 1, "top_")
+        if include_top:
+            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            x = HeadDropout(dropout_rate, name="top_dropout")(x)
+            # float32 classifier: logits stay float32 under mixed precision policies.
+            x = layers.Dense(num_classes, kernel_initializer=DENSE_INIT, dtype="float32", name="predictions")(x)
+        outputs = x
+    model = keras.Model(inputs, outputs, name=spec.name)
+    model.min_input_size = MIN_INPUT_SIZE
+    apply_freeze(model, freeze)
+    return model
+
+
+def weighted_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer that owns weights, with blocks replaced by their sublayers (keras.applications' units)."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, Block):
+            out.extend(layer.sublayers())
+        elif layer.weights:
+            out.append(layer)
+    return out
+
+
+_BLOCK_RE = re.compile(r"^block(\d+)[a-z]+(_|$)")
+
+
+def layer_stage(name: str) -> int | float | None:
+    """0 for the stem, i for stage i's blocks, inf for the head conv, None for the classifier."""
+    if name in HEAD_LAYERS:
+        return None
+    match = _BLOCK_RE.match(name)
+    if match:
+        return int(match.group(1))
+    return math.inf if name.startswith("top_") else 0
+
+
+def apply_freeze(model: keras.Model, freeze) -> list[str]:
+    """Make leading layers non-trainable; returns the names of the frozen layers that have weights.
+
+    ``freeze``: None/0 nothing; an int k freezes the first k stages counting the stem as the
+    first (1 = stem, 2 = stem + stage 1, ...); "backbone" everything but the classifier. Frozen
+    BatchNorm layers run in inference mode (Keras does that for non-trainable BN).
+    """
+    if freeze is None or freeze is False:
+        return []
+    if freeze == "backbone":
+        limit = math.inf
+    elif isinstance(freeze, int) and not isinstance(freeze, bool) and freeze >= 0:
+        limit = freeze - 1
+    else:
+        raise UserError(f"efficientnet.freeze={freeze!r} must be None, 'backbone' or a number of leading stages (int >= 0, 1 = stem only)")
+    frozen = []
+    for layer in model.layers:
+        stage = layer_stage(layer.name)
+        if stage is not None and stage <= limit:
+            layer.trainable = False
+            if layer.weights:
+                frozen.append(layer.name)
+    return frozen
