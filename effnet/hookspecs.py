@@ -36,7 +36,10 @@ def effnet_models():
     ``[batch, N]``. Normalisation belongs inside the model. Layers whose behaviour changes
     between progressive stages (dropout, stochastic depth) expose
     ``apply_stage(params: Mapping[str, float])``; the engine calls it on every layer that has it
-    when a stage starts, with keys such as ``dropout`` and ``drop_path``.
+    when a stage starts, with keys such as ``dropout`` and ``drop_path``, and reads the values a
+    model was built with from ``stage_values() -> dict``. A factory may carry an attribute
+    ``load_weights(model, path, replace_head=False)``: ``--from-weights`` then uses it for Keras
+    weight files (``.weights.h5`` / ``.keras``) instead of ``model.load_weights``.
 
     Example::
 

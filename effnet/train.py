@@ -310,13 +310,16 @@ def run(cfg: TrainConfig | None = None) -> dict:
         if cfg.from_weights:
             from effnet.weights import load_weights
 
-            load_weights(model, cfg.from_weights, replace_head=cfg.replace_head)
+            loader = getattr(registry.get("model", cfg.model), "load_weights", None)
+            load_weights(model, cfg.from_weights, replace_head=cfg.replace_head, keras_loader=loader)
             if ema is not None:
                 ema.reset()
     backend.broadcast_variables(list(model.variables) + list(optimizer.variables))
 
     operative = ""
     if backend.is_writer:
+        if info.class_names:  # predict/export read class names from here, without the dataset
+            (model_dir / "labels.txt").write_text("".join(f"{name}\n" for name in info.class_names))
         config_mod.write_operative_config(model_dir)
         operative = (model_dir / config_mod.OPERATIVE_CONFIG).read_text()
 

@@ -36,8 +36,12 @@ def _find_prefix(path: Path) -> str | None:
     return None
 
 
-def load_weights(model, path, replace_head: bool = False, use_ema: bool = True) -> dict:
-    """Load weights into ``model``; returns ``{'loaded': n, 'skipped': [paths], 'source': str}``."""
+def load_weights(model, path, replace_head: bool = False, use_ema: bool = True, keras_loader=None) -> dict:
+    """Load weights into ``model``; returns ``{'loaded': n, 'skipped': [paths], 'source': str}``.
+
+    ``keras_loader(model, path, replace_head=...)`` (a model plugin's ``load_weights``) handles
+    .weights.h5/.keras files when given; otherwise Keras's ``model.load_weights`` does.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"--from-weights {str(path)!r} does not exist; pass a run folder, a checkpoint folder, or a .weights.h5/.keras file")
@@ -45,6 +49,9 @@ def load_weights(model, path, replace_head: bool = False, use_ema: bool = True) 
     if prefix is not None:
         return _load_tf_checkpoint(model, prefix, replace_head, use_ema)
     if path.suffix in (".h5", ".keras") or path.name.endswith(".weights.h5"):
+        if keras_loader is not None:
+            report = keras_loader(model, str(path), replace_head=replace_head)
+            return {"loaded": None, "skipped": [], "source": str(path), "ema": False, "report": str(report)}
         return _load_keras_file(model, path, replace_head)
     raise UserError(f"--from-weights {str(path)!r} is neither an effnet run/checkpoint folder nor a .weights.h5/.keras file")
 

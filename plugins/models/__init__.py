@@ -100,6 +100,7 @@ def _factory(variant: str):
 
     factory.__name__ = variant
     factory.__doc__ = f"EfficientNet variant {variant!r}; knobs are bindings of the gin configurable `efficientnet`."
+    factory.load_weights = load_pretrained  # what --from-weights uses for .weights.h5/.keras files
     return factory
 
 
