@@ -141,8 +141,12 @@ class CheckpointManager:
             latest = latest_checkpoint(self.model_dir)
             kept = f"the last complete checkpoint {latest.path.name} is intact" if latest else "no earlier checkpoint exists"
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("\n")[0]
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                what = "free some space or point --model-dir elsewhere"
+            # TensorFlow's writer reports errno text inside its own error type.
+            space = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded", errno.EFBIG: "File too large"}
+            full = next((text for code, text in space.items()
+                         if (isinstance(exc, OSError) and exc.errno == code) or text in reason), None)
+            if full:
+                reason, what = full, "free some space or point --model-dir elsewhere"
             else:
                 what = "check the model dir's permissions and free space"
             raise UserError(f"could not write checkpoint {final}: {reason}; {kept}; {what}") from exc

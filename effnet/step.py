@@ -79,6 +79,9 @@ class TrainStep:
             self.metric_sums = tf.Variable(tf.zeros([4], tf.float64), trainable=False, name="metric_sums")
             self.updates_skipped = zeros("updates_skipped", tf.int64)
             self.consecutive_nonfinite = zeros("consecutive_nonfinite", tf.int64)
+            # whether every micro-batch loss since the last update was finite (a NaN loss can have finite,
+            # even zero, gradients, e.g. through tf.where)
+            self.losses_finite = tf.Variable(True, trainable=False, name="losses_finite")
             self.accumulators = (
                 [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name="accum") for v in self.trainable]
                 if self.accumulation_steps > 1 else []
@@ -124,6 +127,7 @@ class TrainStep:
         grads = tape.gradient(loss, self.trainable)
         grads = [tf.zeros_like(v) if g is None else tf.cast(g, tf.float32) for g, v in zip(grads, self.trainable)]
         grads = self.backend.reduce_gradients(grads)
+        self.losses_finite.assign(tf.logical_and(self.losses_finite, tf.math.is_finite(data_loss)))
         target = tf.argmax(labels, axis=-1)
         self.metric_sums.assign_add(tf.cast(tf.stack([
             data_loss,
@@ -145,10 +149,14 @@ class TrainStep:
             grads = [acc + g for acc, g in zip(self.accumulators, grads)]
             for acc in self.accumulators:
                 acc.assign(tf.zeros_like(acc))
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        finite = tf.logical_and(self.losses_finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+        self.losses_finite.assign(True)
         updates_before = tf.identity(self.optimizer.iterations)
         if is_loss_scaled(self.optimizer):
-            self.optimizer.apply(grads, self.trainable)  # unscales; skips and lowers the scale if not finite
+            # The optimizer unscales, and skips and lowers the scale when the gradients are not finite;
+            # a non-finite loss with finite gradients is made to look the same to it.
+            poison = tf.where(finite, 0.0, float("nan"))
+            self.optimizer.apply([g + poison for g in grads], self.trainable)
         else:
             def do_apply():
                 self.optimizer.apply(grads, self.trainable)

@@ -1,0 +1,78 @@
+"""Every packaged experiment resolves with `effnet config`, and the V2-S recipe gives the published schedule."""
+
+import pytest
+
+from effnet import config
+from tests.clitools import run_inprocess
+
+EXPERIMENTS = [name for name in config.available_gin_files([config.packaged_gin_dir()])
+               if not name.startswith(("base/", "data/", "models/"))]
+
+
+def test_the_seed_recipes_are_all_there():
+    assert set(EXPERIMENTS) >= {
+        "quickstart", "efficientnet_v2_s/amp_8xA100", "efficientnet_v2_s/tf32_8xA100", "efficientnet_v2_s/amp_8xV100",
+        "efficientnet_v2_s/fp32_8xV100", "efficientnet_v2_s/lamb_80xA100", "efficientnet_b0/amp_8xA100",
+        "efficientnet_b4/amp_8xA100",
+    }
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_resolves_and_validates(name, capsys):
+    result = run_inprocess(capsys, "config", "--gin", name, "--model-dir", "/tmp/x", "--data-dir", "/data")
+    assert result.code == 0, result.err
+    assert "train.model = " in result.out
+    from effnet.train import TrainConfig
+
+    config.parse([name], macros={"MODEL_DIR": "/tmp/x", "DATA_DIR": "/data"})
+    cfg = TrainConfig()  # every value passes validation
+    assert cfg.model and cfg.dataset
+
+
+@pytest.mark.parametrize("name,precision,batch", [
+    ("efficientnet_v2_s/amp_8xA100", "amp", 460), ("efficientnet_v2_s/tf32_8xA100", "tf32", 230),
+    ("efficientnet_v2_s/amp_8xV100", "amp", 128), ("efficientnet_v2_s/fp32_8xV100", "fp32", 64),
+])
+def test_v2s_recipe_values(name, precision, batch):
+    from effnet.train import TrainConfig
+
+    config.parse([name], macros={"MODEL_DIR": "/tmp/x", "DATA_DIR": "/data"})
+    cfg = TrainConfig()
+    assert (cfg.model, cfg.precision, cfg.batch_size, cfg.epochs) == ("efficientnet_v2_s", precision, batch, 350)
+    assert (cfg.optimizer, cfg.lr_schedule, cfg.lr_init, cfg.reference_batch) == ("rmsprop", "cosine", 0.005, 128)
+    assert (cfg.weight_decay, cfg.label_smoothing, cfg.ema_decay) == (5e-6, 0.1, 0.9999)
+    assert (cfg.image_size, cfg.eval_image_size, cfg.xla) == (300, 384, True)
+
+
+def test_v2s_progressive_table_from_the_recipe_file():
+    import keras
+
+    from effnet.train import TrainConfig, build_stages
+    from effnet import registry
+
+    config.parse(["efficientnet_v2_s/amp_8xA100"], macros={"MODEL_DIR": "/tmp/x", "DATA_DIR": "/data"})
+    cfg = TrainConfig()
+    with keras.StatelessScope(initialize_variables=False):
+        model = registry.get("model", cfg.model)(num_classes=1000)
+    stages = build_stages(cfg, model)
+    rows = [(s.start_epoch, s.end_epoch, s.params["image_size"], round(s.params["randaugment.magnitude"], 2),
+             s.params["randaugment.num_layers"], s.params["dropout"], s.params["drop_path"], s.params["batch_size"])
+            for s in stages]
+    assert rows == [
+        (0, 87, 128, 5.0, 2, 0.2, 0.2, 460),
+        (87, 175, 185, 8.33, 2, 0.2, 0.2, 460),
+        (175, 262, 243, 11.67, 2, 0.2, 0.2, 460),
+        (262, 350, 300, 15.0, 2, 0.2, 0.2, 460),
+    ]
+
+
+def test_large_batch_recipe_uses_nvlamb():
+    from effnet.train import TrainConfig
+
+    import gin
+
+    config.parse(["efficientnet_v2_s/lamb_80xA100"], macros={"MODEL_DIR": "/tmp/x", "DATA_DIR": "/data"})
+    cfg = TrainConfig()
+    assert (cfg.optimizer, cfg.lr_init, cfg.weight_decay) == ("nvlamb", 5e-5, 0.0)
+    assert gin.query_parameter("nvlamb.weight_decay") == 1e-5
+    assert gin.query_parameter("cosine.warmup_epochs") == 10
