@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gin
@@ -72,7 +72,6 @@ class TrainConfig:
     from_weights: str | None = None  # start a new run from these weights (fine-tuning)
     replace_head: bool = False  # with from_weights: allow a classifier of another size
     plot: bool = True  # write training_curves.png at the end
-    extra: dict = field(default_factory=dict)  # free-form values logged with the parameters
 
     def __post_init__(self):
         if not self.model_dir:
@@ -324,8 +323,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
         operative = (model_dir / config_mod.OPERATIVE_CONFIG).read_text()
 
     log = make_loggers(model_dir=model_dir, is_writer=backend.is_writer)
-    params = {k: v for k, v in asdict(cfg).items() if k != "extra"}
-    params.update(cfg.extra)
+    params = asdict(cfg)
     params.update({"global_batch": global_batch, "base_lr": base_lr, "num_classes": num_classes,
                    "train_examples": num_train, "total_steps": total_steps, "xla": xla, "processes": backend.size,
                    "model_params": count_params(model), "stages": len(stage_list),

@@ -224,3 +224,40 @@ def test_full_model_dir(tmp_path):
     assert last.startswith(f"error: could not write checkpoint {tmp_path}/mnt/run/checkpoints/ckpt-000000015: ")
     assert last.endswith("; no earlier checkpoint exists; free some space or point --model-dir elsewhere")
     assert "Traceback" not in result.stderr
+
+
+def _write_tfrecords(folder, labels_by_split, size=32):
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from effnet.data import make_example
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, labels in labels_by_split.items():
+        with tf.io.TFRecordWriter(str(folder / f"{split}-00000-of-00001")) as writer:
+            for label in labels:
+                buffer = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, "JPEG")
+                writer.write(make_example(buffer.getvalue(), int(label), f"class{label}"))
+
+
+def test_label_outside_the_classes_stops_training_with_one_line(tmp_path, capsys):
+    data = tmp_path / "records"
+    _write_tfrecords(data, {"train": [1, 2, 3, 99] * 4, "validation": [1, 2]})  # 1-based; 99 > 3 classes
+    gin_path = runs.write_gin(tmp_path, "train.dataset = 'tfrecord'\ntfrecord.data_dir = %DATA_DIR\n"
+                                        "tfrecord.num_classes = 3\ntrain.batch_size = 4\ntrain.epochs = 1\n")
+    result = run_inprocess(capsys, *runs.cli_args(gin_path, tmp_path / "r"), "--data-dir", str(data))
+    assert result.code == 2, result.err
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1
+    assert "98" in result.err and "train-00000-of-00001" in result.err, result.err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    gin_path = runs.write_gin(tmp_path, "train.dataset = 'tfrecord'\ntfrecord.data_dir = %DATA_DIR\n")
+    result = run_inprocess(capsys, *runs.cli_args(gin_path, tmp_path / "r"), "--data-dir", str(tmp_path / "nope"))
+    assert result.code == 2
+    assert result.err.startswith("error: ") and str(tmp_path / "nope") in result.err and result.err.count("\n") == 1
