@@ -31,6 +31,8 @@ def cli(debug: bool) -> None:
     Examples:
       effnet train --gin quickstart --model-dir runs/quickstart
       effnet train --gin efficientnet_v2_s/amp_8xA100 --data-dir /data/imagenet --model-dir /results
+      effnet eval --model-dir runs/quickstart
+      effnet predict --model-dir runs/quickstart photos/
       effnet config --gin efficientnet_v2_s/amp_8xA100 --gin-param 'train.epochs=10'
       effnet plugins
     """

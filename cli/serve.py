@@ -317,7 +317,8 @@ def export(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, outp
                   for f, (d, a) in bounds.items()}
     samples, origin = _export_samples(cfg, run, sample_files, num_samples)
     opts = pipeline_options()
-    exporter = exp.Exporter(run.model, run.image_size, class_names, top_k, opts.eval_crop_fraction, opts.resize_method)
+    exporter = exp.Exporter(run.model, run.image_size, class_names, top_k, opts.eval_crop_fraction, opts.resize_method,
+                            num_classes=run.num_classes)
     out_dir = Path(output) if output else Path(cfg.model_dir) / "export"
     click.echo(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}", err=True)
     results = exporter.export(out_dir, names, samples, bounds, on_result=lambda p: click.echo(p.line()))

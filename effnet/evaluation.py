@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import gin
+
 from effnet import inference, registry
 from effnet import precision as precision_mod
 from effnet.errors import UserError
@@ -40,11 +42,30 @@ def result_dict(result) -> dict:
     }
 
 
+def _logger_names(names):
+    """The run's metric sinks (gin ``loggers.names``) without ``stdout``, unless given explicitly.
+
+    ``effnet eval`` prints its own table, and ``--json`` output must stay parseable.
+    """
+    if names is not None:
+        return list(names)
+    import inspect
+
+    from effnet.loggers import make_loggers
+
+    try:
+        configured = gin.query_parameter("loggers.names")
+    except ValueError:
+        configured = inspect.signature(make_loggers).parameters["names"].default
+    return [n for n in configured if n != "stdout"]
+
+
 def evaluate_run(cfg, checkpoint: str = "latest", weights: str = "both", split: str = "validation",
-                 report_name: str | None = REPORT_NAME) -> dict:
+                 report_name: str | None = REPORT_NAME, logger_names=None) -> dict:
     """Evaluate ``cfg.model_dir``'s checkpoint; returns the report (also written as ``report_name``).
 
     ``weights``: ``both`` (raw, then EMA when the checkpoint has it), ``raw`` or ``ema``.
+    ``logger_names``: metric sinks by registered name (default: the configured ones but ``stdout``).
     """
     from effnet import data
     from effnet.evaluate import Evaluator
@@ -74,7 +95,7 @@ def evaluate_run(cfg, checkpoint: str = "latest", weights: str = "both", split: 
     shard = backend.shard_info()
 
     model_dir = Path(cfg.model_dir)
-    log = make_loggers(model_dir=model_dir, is_writer=backend.is_writer)
+    log = make_loggers(model_dir=model_dir, is_writer=backend.is_writer, names=_logger_names(logger_names))
     params = {"mode": "eval", "model": cfg.model, "dataset": cfg.dataset, "split": split,
               "checkpoint": str(info.path), "checkpoint_step": info.step, "image_size": size, "batch_size": batch,
               "precision": cfg.precision, "xla": xla, "processes": backend.size, "weights": ",".join(passes)}

@@ -19,7 +19,10 @@ Every artifact is written under a temporary name, re-loaded (``tf.saved_model.lo
 ``keras.saving.load_model``, the TFLite interpreter) and compared with the in-memory model on
 sample images: the largest absolute difference of a class probability and the top-1 agreement.
 Only an artifact within the bounds (gin ``export.max_prob_diff`` / ``export.min_top1_agreement``,
-per format) is renamed into place, so a failed export leaves nothing that looks valid.
+per format) is renamed into place, so a failed export leaves nothing that looks valid. A parity
+failure is a :class:`~effnet.errors.UserError` (exit code 2, one line naming the format, the measured
+values and the bounds): the bounds are the user's tolerance, and raising them or choosing another
+format is the fix. A converter crash stays an internal error (exit code 1).
 
 Variables are frozen into the TFLite flatbuffer by converting a SavedModel written by Keras'
 ``ExportArchive``: with TF 2.21 and Keras 3, converting a concrete function together with the Keras
@@ -187,7 +190,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _interpreter(content: bytes):
+def tflite_interpreter(content: bytes):
     """The TFLite interpreter: LiteRT's when installed, else TensorFlow's (deprecated there, still present)."""
     try:
         from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
@@ -207,7 +210,7 @@ def run_tflite(content: bytes, images) -> "np.ndarray":  # noqa: F821
     from effnet.inference import captured_stderr
 
     with captured_stderr():  # the runtime announces its XNNPACK delegate on stderr
-        interpreter = _interpreter(content)
+        interpreter = tflite_interpreter(content)
         inp = interpreter.get_input_details()[0]
         images = np.asarray(images, dtype=inp["dtype"])
         interpreter.resize_tensor_input(inp["index"], list(images.shape))
@@ -221,14 +224,14 @@ class Exporter:
     """Exports one model (with its weights loaded) in the run's serving conventions."""
 
     def __init__(self, model, image_size: int, class_names: Sequence[str] | None = None, top_k: int = 5,
-                 crop_fraction: float | None = None, method: str = "bilinear"):
+                 crop_fraction: float | None = None, method: str = "bilinear", num_classes: int | None = None):
         import tensorflow as tf
 
         from effnet.data import decode_for_eval
 
         self.model = model
         self.image_size = int(image_size)
-        self.num_classes = int(model.outputs[0].shape[-1])
+        self.num_classes = int(num_classes or model.outputs[0].shape[-1])
         self.class_names = list(class_names) if class_names else None
         self.top_k = max(1, min(int(top_k), self.num_classes))
         size = self.image_size
@@ -401,4 +404,5 @@ __all__ = [
     "parse_formats",
     "run_tflite",
     "synthetic_samples",
+    "tflite_interpreter",
 ]

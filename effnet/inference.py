@@ -276,7 +276,7 @@ def class_names_for(num_classes: int, labels_file=None, model_dir=None, dataset_
     if dataset_names is not None:
         try:
             names = dataset_names()
-        except UserError:
+        except Exception:  # noqa: BLE001 - names are optional; an unreachable dataset just means indices
             names = None
         if names and len(names) == num_classes:
             return list(names)
