@@ -291,7 +291,8 @@ class Exporter:
         import tensorflow as tf
 
         archive = keras.export.ExportArchive()
-        archive.track(self.model)
+        # not archive.track(model): endpoints track the variables they use; tracking the model as well
+        # stores every weight twice (Keras variables and the tf.Variables inside them)
         archive.add_endpoint("serving_default", self.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         archive.add_endpoint("serving_images", self.serve_images, input_signature=[self._float_spec()])
         archive.write_out(str(path), verbose=False)
@@ -307,7 +308,8 @@ class Exporter:
         saved = workdir / "tflite_source"
         if not saved.exists():
             archive = keras.export.ExportArchive()
-            archive.track(self.model)
+            # not archive.track(model): endpoints track the variables they use; tracking the model as well
+            # stores every weight twice (Keras variables and the tf.Variables inside them)
             archive.add_endpoint("serving_default", self.probabilities, input_signature=[self._float_spec()])
             archive.write_out(str(saved), verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])

@@ -1,7 +1,6 @@
 """`effnet export`: SavedModel, .keras and TFLite round trips with the parity check, and failures."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ def reference(trained_run, encoded: list[bytes], weights="auto"):
     run = load_run(TrainConfig(), weights=weights, precision="fp32")
     gin.clear_config()
     images = np.stack([decode_for_eval(tf.constant(e), run.image_size).numpy() for e in encoded]).astype(np.float32)
+    reference.weight_bytes = sum(4 * int(np.prod(v.shape)) for v in run.model.weights if "float" in str(v.dtype))
     return images, tf.nn.softmax(run.model(images, training=False)).numpy()
 
 
@@ -66,6 +66,9 @@ def test_export_round_trips_with_parity(capsys, trained_run, tmp_path, samples):
     assert [c.decode() for c in by_bytes["top_k_classes"].numpy()[0]] == [labels[i] for i in top[0]]
     by_images = loaded.signatures["serving_images"](images=tf.constant(images))
     np.testing.assert_allclose(by_images["probabilities"].numpy(), ref, atol=1e-5)
+    # every weight stored once (Keras' own model.export stores them twice)
+    stored = sum(p.stat().st_size for p in (out / "saved_model" / "variables").glob("variables.data-*"))
+    assert reference.weight_bytes <= stored < 1.2 * reference.weight_bytes
     # .keras: the Keras model itself (logits)
     model = keras.saving.load_model(str(out / "model.keras"), compile=False)
     np.testing.assert_allclose(tf.nn.softmax(model(images)).numpy(), ref, atol=1e-5)
