@@ -27,6 +27,11 @@ def test_infer_and_train_tables_and_json(capsys, tmp_path):
     assert lines[1].split()[:6] == ["infer", "efficientnet_v2_b0", "fp32", "3", "32", "off"]
     assert lines[2].startswith("(4 timed steps after 1 warm-up steps; CPU")
 
+    result = cli(capsys, "benchmark", "infer", "--model", "efficientnet_v2_b0", *TINY, "--image-size", "32",
+                 "--batch-size", "2", "--steps", "2", "--warmup", "1", "--xla")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[1].split()[:6] == ["infer", "efficientnet_v2_b0", "fp32", "2", "32", "on"]
+
     result = cli(capsys, "benchmark", "train", "--model", "efficientnet_v2_b0", *TINY, "--image-size", "32",
                  "--batch-size", "2", "--steps", "2", "--warmup", "1", "--precision", "bf16",
                  "--gin-param", "benchmark.optimizer = 'sgd'")

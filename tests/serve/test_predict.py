@@ -100,7 +100,7 @@ def write_mixed_folder(root, validation_images):
     big = Image.fromarray(pixels).resize((97, 61))
     big.save(root / "wide.jpg", quality=92)
     Image.fromarray(pixels).convert("L").save(root / "gray.png")
-    Image.fromarray(pixels).save(root / "small.bmp")
+    Image.fromarray(pixels).resize((13, 9)).save(root / "small.bmp")  # smaller than the model's 32 px
     Image.fromarray(pixels).save(root / "anim.gif", save_all=True, append_images=[Image.fromarray(255 - pixels)])
     (root / "broken.jpg").write_bytes(source[1].read_bytes()[:40])
     (root / "notes.png").write_text("not an image\n")
