@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 1 intern
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -17,7 +16,9 @@ import click
 import effnet
 from effnet.errors import UserError, one_line
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Shared by every command module (in effnet.cli.options so that command modules can import them
+# without importing this module, which imports them).
+from effnet.cli.options import CONTEXT, gin_options, load_config  # noqa: F401
 
 
 @click.group(context_settings=CONTEXT)
@@ -30,47 +31,15 @@ def cli(debug: bool) -> None:
     Examples:
       effnet train --gin quickstart --model-dir runs/quickstart
       effnet train --gin efficientnet_v2_s/amp_8xA100 --data-dir /data/imagenet --model-dir /results
+      effnet eval --model-dir runs/quickstart
+      effnet predict --model-dir runs/quickstart photos/
       effnet config --gin efficientnet_v2_s/amp_8xA100 --gin-param 'train.epochs=10'
       effnet plugins
     """
 
 
 # --------------------------------------------------------------------------------------------------
-# Shared options
-
-
-def gin_options(func):
-    """--gin / --gin-param / --model-dir / --data-dir, shared by every command that reads gin."""
-
-    @click.option(
-        "--gin", "gin_files", multiple=True, metavar="NAME_OR_PATH",
-        help="Experiment file: a path, or a name in effnet's gin/ folder or a plugin's (.gin optional). Repeatable.",
-    )
-    @click.option(
-        "--gin-param", "gin_params", multiple=True, metavar="'SCOPE.NAME=VALUE'",
-        help="A gin binding applied after the files, e.g. 'train.epochs=10'. Repeatable.",
-    )
-    @click.option("--model-dir", type=click.Path(file_okay=False), default=None, help="Run folder (sets the MODEL_DIR macro).")
-    @click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder (sets the DATA_DIR macro).")
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-def load_config(gin_files, gin_params, model_dir=None, data_dir=None, finalize=True):
-    """Load plugins, then parse gin with the CLI shorthands applied before --gin-param."""
-    from effnet import config
-    from effnet.registry import get_registry
-
-    get_registry()
-    macros = {"MODEL_DIR": model_dir, "DATA_DIR": data_dir}
-    return config.parse(gin_files, gin_params, macros=macros, finalize=finalize)
-
-
-# --------------------------------------------------------------------------------------------------
-# train / eval / predict
+# train (eval, predict, benchmark and export live in effnet.cli.serve)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -101,33 +70,6 @@ def train(gin_files, gin_params, model_dir, data_dir, from_weights, replace_head
     report = run(TrainConfig())
     for line in summary_lines(report):
         click.echo(line)
-
-
-@cli.command(name="eval", context_settings=CONTEXT)
-@gin_options
-def eval_(gin_files, gin_params, model_dir, data_dir):
-    """Evaluate the checkpoint in --model-dir on the validation split.
-
-    \b
-    Example:
-      effnet eval --gin quickstart --model-dir runs/quickstart
-    """
-    load_config(gin_files, gin_params, model_dir, data_dir)
-    raise UserError("evaluation is not available yet in this build; `effnet config` shows the parsed experiment")
-
-
-@cli.command(context_settings=CONTEXT)
-@gin_options
-@click.argument("images", nargs=-1)
-def predict(gin_files, gin_params, model_dir, data_dir, images):
-    """Predict classes for images, folders or globs.
-
-    \b
-    Example:
-      effnet predict --model-dir runs/quickstart photos/*.jpg
-    """
-    load_config(gin_files, gin_params, model_dir, data_dir)
-    raise UserError("prediction is not available yet in this build; `effnet config` shows the parsed experiment")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,6 +154,10 @@ cli.add_command(_data)
 from effnet.cli.import_weights import import_weights  # noqa: E402
 
 cli.add_command(import_weights)
+from effnet.cli.serve import COMMANDS as _serve_commands  # noqa: E402
+
+for _command in _serve_commands:
+    cli.add_command(_command)
 
 
 # --------------------------------------------------------------------------------------------------

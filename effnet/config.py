@@ -254,6 +254,8 @@ def parse(
     Plugins must be loaded before calling this (their configurables must exist); the registry is
     loaded on first use here. Raises UserError with a one-line message on any problem.
     """
+    import effnet.benchmark  # noqa: F401
+    import effnet.export  # noqa: F401
     import effnet.loggers  # noqa: F401 - the engine's own configurables must exist before parsing
     import effnet.train  # noqa: F401
 

@@ -71,6 +71,15 @@ class Evaluator:
 
         self._step = tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
 
+    def warm_up(self, image_shape, batch_sizes, dtype=tf.uint8) -> None:
+        """Trace (and compile) the step for these batch sizes before anything is timed.
+
+        Two different sizes make ``reduce_retracing`` trace a batch-polymorphic step, so a
+        partial last batch does not trace again inside the timed loop either.
+        """
+        for n in dict.fromkeys(int(b) for b in batch_sizes if int(b) > 0):
+            self._step(tf.zeros([n, *image_shape], dtype), tf.zeros([n], tf.int32)).numpy()
+
     def __call__(self, dataset, progress=None) -> EvalResult:
         sums = np.zeros(4, np.float64)
         batch_seconds = []

@@ -4,7 +4,7 @@ import pytest
 
 from tests.clitools import run_inprocess, run_subprocess
 
-COMMANDS = ["train", "eval", "predict", "plugins", "config"]
+COMMANDS = ["train", "eval", "predict", "benchmark", "export", "plugins", "config"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,0 +1,410 @@
+"""``effnet export``: SavedModel, ``.keras`` and TFLite from a training run, each checked on reload.
+
+Formats (names as ``--format`` takes them):
+
+- ``saved_model``: a TensorFlow SavedModel (written with Keras' ``ExportArchive``) with two
+  signatures. ``serving_default`` takes ``images``: a ``tf.string [None]`` batch of encoded
+  JPEG/PNG/BMP/GIF files and applies the run's evaluation preprocessing inside (centre crop,
+  bilinear resize to the eval size); ``serving_images`` takes ``images``: ``float32
+  [None, S, S, 3]`` RGB values in [0, 255]. Both return ``probabilities [None, C]``,
+  ``top_k_probabilities`` and ``top_k_indices [None, k]`` and, when class names are known,
+  ``top_k_classes``.
+- ``keras``: ``model.keras`` (the Keras model itself: float images of any size >= the model's
+  minimum in [0, 255] -> logits; no softmax, no decoding).
+- ``tflite``, ``tflite_float16``, ``tflite_dynamic``: TFLite flatbuffers of the float signature
+  (input ``float32 [N, S, S, 3]`` in [0, 255], batch resizable; output probabilities), float32,
+  float16 weights, or dynamic-range int8 weights. Built-in TFLite ops only (no Flex delegate).
+
+Every artifact is written under a temporary name, re-loaded (``tf.saved_model.load``,
+``keras.saving.load_model``, the TFLite interpreter) and compared with the in-memory model on
+sample images: the largest absolute difference of a class probability and the top-1 agreement.
+Only an artifact within the bounds (gin ``export.max_prob_diff`` / ``export.min_top1_agreement``,
+per format) is renamed into place, so a failed export leaves nothing that looks valid. A parity
+failure is a :class:`~effnet.errors.UserError` (exit code 2, one line naming the format, the measured
+values and the bounds): the bounds are the user's tolerance, and raising them or choosing another
+format is the fix. A converter crash stays an internal error (exit code 1).
+
+Variables are frozen into the TFLite flatbuffer by converting a SavedModel written by Keras'
+``ExportArchive``: with TF 2.21 and Keras 3, converting a concrete function together with the Keras
+model as its trackable object keeps ``VAR_HANDLE``/``READ_VARIABLE`` ops whose values the
+interpreter never initialises, and every output is NaN.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gin
+
+from effnet.errors import UserError
+
+FORMATS = ("saved_model", "keras", "tflite", "tflite_float16", "tflite_dynamic")
+FILENAMES = {"saved_model": "saved_model", "keras": "model.keras", "tflite": "model.tflite",
+             "tflite_float16": "model_float16.tflite", "tflite_dynamic": "model_dynamic.tflite"}
+# Probabilities are in [0, 1]. Float32 artifacts run the same arithmetic up to kernel choice and
+# summation order (measured: <= 1e-6); float16 weights and int8 dynamic-range weights move
+# probabilities by up to a few percent on a trained model and may flip near ties.
+DEFAULT_MAX_PROB_DIFF = {"saved_model": 1e-4, "keras": 1e-4, "tflite": 1e-4, "tflite_float16": 0.02, "tflite_dynamic": 0.1}
+DEFAULT_MIN_TOP1_AGREEMENT = {"saved_model": 1.0, "keras": 1.0, "tflite": 1.0, "tflite_float16": 0.9, "tflite_dynamic": 0.75}
+
+
+@gin.configurable("export")
+def export_bounds(max_prob_diff: dict | None = None, min_top1_agreement: dict | None = None) -> dict[str, tuple[float, float]]:
+    """Parity bounds per format, ``{format: (max_prob_diff, min_top1_agreement)}``.
+
+    Bind partial dicts in gin, e.g. ``export.max_prob_diff = {'tflite_dynamic': 0.2}``; formats
+    not named keep their defaults.
+    """
+    diffs = {**DEFAULT_MAX_PROB_DIFF, **(max_prob_diff or {})}
+    agreements = {**DEFAULT_MIN_TOP1_AGREEMENT, **(min_top1_agreement or {})}
+    for name in [*diffs, *agreements]:
+        if name not in FORMATS:
+            from effnet.errors import did_you_mean
+
+            raise UserError(f"export bounds name format {name!r}{did_you_mean(name, FORMATS)}; formats: {', '.join(FORMATS)}")
+    return {name: (float(diffs[name]), float(agreements[name])) for name in FORMATS}
+
+
+def parse_formats(names: Sequence[str]) -> list[str]:
+    """``--format`` values (repeatable, comma-separated, ``all``) -> format names in canonical order."""
+    from effnet.errors import did_you_mean
+
+    wanted: set[str] = set()
+    for item in names or ["all"]:
+        for name in filter(None, (n.strip() for n in str(item).split(","))):
+            if name == "all":
+                wanted.update(FORMATS)
+            elif name in FORMATS:
+                wanted.add(name)
+            else:
+                raise UserError(f"--format {name!r} is not one of {', '.join(FORMATS)}, all{did_you_mean(name, FORMATS)}")
+    return [name for name in FORMATS if name in wanted]
+
+
+@dataclass
+class Parity:
+    """How one re-loaded artifact compares with the in-memory model."""
+
+    format: str
+    path: str
+    max_prob_diff: float
+    top1_agree: int
+    samples: int
+    bound_max_prob_diff: float
+    bound_min_top1_agreement: float
+    size_bytes: int = 0
+    seconds: float = 0.0
+    detail: dict = field(default_factory=dict)  # per signature, for the SavedModel
+
+    @property
+    def top1_agreement(self) -> float:
+        return self.top1_agree / self.samples if self.samples else float("nan")
+
+    @property
+    def passed(self) -> bool:
+        return self.max_prob_diff <= self.bound_max_prob_diff and self.top1_agreement >= self.bound_min_top1_agreement
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "top1_agreement": self.top1_agreement, "passed": self.passed}
+
+    def line(self) -> str:
+        status = "ok" if self.passed else "FAILED"
+        return (f"{self.format:<15} max |prob diff| {self.max_prob_diff:.2e} (bound {self.bound_max_prob_diff:.0e})  "
+                f"top-1 agreement {self.top1_agree}/{self.samples} = {100 * self.top1_agreement:.1f}% "
+                f"(bound {100 * self.bound_min_top1_agreement:.0f}%)  {status}")
+
+
+def _compare(fmt: str, path: Path, ref, out, bounds) -> Parity:
+    import numpy as np
+
+    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+    if ref.shape != out.shape:
+        raise RuntimeError(f"re-loaded {fmt} returned shape {out.shape}, the model {ref.shape}")
+    diff = float(np.max(np.abs(ref - out))) if ref.size else 0.0
+    if not np.all(np.isfinite(out)):
+        diff = float("inf")
+    agree = int(np.sum(np.argmax(ref, -1) == np.argmax(out, -1)))
+    return Parity(fmt, str(path), diff, agree, int(ref.shape[0]), *bounds[fmt])
+
+
+# --------------------------------------------------------------------------------------------------
+# Sample inputs
+
+
+def synthetic_samples(count: int, image_size: int, seed: int = 0) -> list[bytes]:
+    """Deterministic smooth random images (low-resolution noise, upsampled), JPEG-encoded."""
+    import tensorflow as tf
+
+    out = []
+    for i in range(count):
+        coarse = tf.random.stateless_uniform([1, 4 + i % 5, 4 + (i * 3) % 7, 3], seed=[seed, i], maxval=255.0)
+        size = image_size + 16 * (i % 3)  # not always the eval size: the crop and resize run too
+        image = tf.image.resize(coarse, [size, size + 8 * (i % 2)], method="bilinear")[0]
+        noise = tf.random.stateless_normal(tf.shape(image), seed=[seed, 1000 + i], stddev=8.0)
+        image = tf.cast(tf.clip_by_value(tf.round(image + noise), 0, 255), tf.uint8)
+        out.append(tf.io.encode_jpeg(image, quality=95).numpy())
+    return out
+
+
+def dataset_samples(source, count: int, split: str = "validation") -> list[bytes]:
+    """The first ``count`` encoded images of a dataset split."""
+    return [bytes(encoded) for encoded, _ in source.records(split).take(count).as_numpy_iterator()]
+
+
+def file_samples(paths: Sequence, count: int) -> list[bytes]:
+    return [Path(p).read_bytes() for p in list(paths)[:count]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing and re-loading
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _place(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``, replacing an older ``final`` (file or folder)."""
+    old = None
+    if final.exists() or final.is_symlink():
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def tflite_interpreter(content: bytes):
+    """The TFLite interpreter: LiteRT's when installed, else TensorFlow's (deprecated there, still present)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Interpreter(model_content=content)
+
+
+def run_tflite(content: bytes, images) -> "np.ndarray":  # noqa: F821
+    """Run a TFLite model with one float input on a batch of images (the batch size is resized)."""
+    import numpy as np
+
+    from effnet.inference import captured_stderr
+
+    with captured_stderr():  # the runtime announces its XNNPACK delegate on stderr
+        interpreter = tflite_interpreter(content)
+        inp = interpreter.get_input_details()[0]
+        images = np.asarray(images, dtype=inp["dtype"])
+        interpreter.resize_tensor_input(inp["index"], list(images.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], images)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+
+class Exporter:
+    """Exports one model (with its weights loaded) in the run's serving conventions."""
+
+    def __init__(self, model, image_size: int, class_names: Sequence[str] | None = None, top_k: int = 5,
+                 crop_fraction: float | None = None, method: str = "bilinear", num_classes: int | None = None):
+        import tensorflow as tf
+
+        from effnet.data import decode_for_eval
+
+        self.model = model
+        self.image_size = int(image_size)
+        self.num_classes = int(num_classes or model.outputs[0].shape[-1])
+        self.class_names = list(class_names) if class_names else None
+        self.top_k = max(1, min(int(top_k), self.num_classes))
+        size = self.image_size
+
+        def decode(encoded):
+            return decode_for_eval(encoded, size, crop_fraction, method)
+
+        self._decode_one = tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
+        self._decode = decode
+
+    # -- the functions the artifacts serve -------------------------------------------------------------
+    def probabilities(self, images):
+        import tensorflow as tf
+
+        return tf.nn.softmax(tf.cast(self.model(images, training=False), tf.float32), axis=-1)
+
+    def _outputs(self, images):
+        import tensorflow as tf
+
+        probs = self.probabilities(images)
+        values, indices = tf.math.top_k(probs, k=self.top_k)
+        out = {"probabilities": probs, "top_k_probabilities": values, "top_k_indices": indices}
+        if self.class_names:
+            out["top_k_classes"] = tf.gather(tf.constant(self.class_names), indices)
+        return out
+
+    def serve_bytes(self, images):
+        import tensorflow as tf
+
+        size = self.image_size
+        decoded = tf.map_fn(self._decode, images, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+        return self._outputs(tf.cast(decoded, tf.float32))
+
+    def serve_images(self, images):
+        return self._outputs(images)
+
+    def _float_spec(self, batch=None):
+        import tensorflow as tf
+
+        return tf.TensorSpec([batch, self.image_size, self.image_size, 3], tf.float32, name="images")
+
+    # -- reference ------------------------------------------------------------------------------------
+    def decode_samples(self, samples: Sequence[bytes]):
+        import numpy as np
+        import tensorflow as tf
+
+        return np.stack([self._decode_one(tf.constant(s)).numpy() for s in samples])
+
+    def reference(self, decoded):
+        import numpy as np
+
+        return self.probabilities(np.asarray(decoded, np.float32)).numpy()
+
+    # -- writers --------------------------------------------------------------------------------------
+    def write_saved_model(self, path: Path) -> None:
+        import keras
+        import tensorflow as tf
+
+        archive = keras.export.ExportArchive()
+        # not archive.track(model): endpoints track the variables they use; tracking the model as well
+        # stores every weight twice (Keras variables and the tf.Variables inside them)
+        archive.add_endpoint("serving_default", self.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        archive.add_endpoint("serving_images", self.serve_images, input_signature=[self._float_spec()])
+        archive.write_out(str(path), verbose=False)
+
+    def write_keras(self, path: Path) -> None:
+        self.model.save(str(path))
+
+    def tflite_bytes(self, variant: str, workdir: Path) -> bytes:
+        """Convert the float signature to TFLite: ``tflite`` (float32), ``tflite_float16``, ``tflite_dynamic``."""
+        import keras
+        import tensorflow as tf
+
+        saved = workdir / "tflite_source"
+        if not saved.exists():
+            archive = keras.export.ExportArchive()
+            # not archive.track(model): endpoints track the variables they use; tracking the model as well
+            # stores every weight twice (Keras variables and the tf.Variables inside them)
+            archive.add_endpoint("serving_default", self.probabilities, input_signature=[self._float_spec()])
+            archive.write_out(str(saved), verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if variant == "tflite_float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif variant == "tflite_dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        try:
+            return converter.convert()
+        except Exception as exc:  # noqa: BLE001 - the converter raises many types; keep its first line
+            first = " ".join(str(exc).strip().split("\n")[0].split())[:300]
+            raise RuntimeError(f"TFLite conversion ({variant}) failed: {type(exc).__name__}: {first}") from exc
+
+    # -- the whole export -------------------------------------------------------------------------------
+    def export(self, output_dir, formats: Sequence[str], samples: Sequence[bytes], bounds: dict | None = None,
+               on_result=None) -> list[Parity]:
+        """Write, re-load and check every format; returns the parity of each.
+
+        Stops at the first artifact beyond its bounds (UserError); artifacts checked before it
+        stay in place, the failing one is removed.
+        """
+        import numpy as np
+        import tensorflow as tf
+
+        bounds = bounds or export_bounds()
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if not samples:
+            raise UserError("no sample images for the parity check; pass --samples with images or raise --num-samples")
+        decoded = self.decode_samples(samples)
+        floats = decoded.astype(np.float32)
+        ref = self.reference(floats)
+        results: list[Parity] = []
+        with tempfile.TemporaryDirectory(dir=output_dir, prefix=".tmp-export-") as work:
+            work = Path(work)
+            for fmt in formats:
+                started = time.perf_counter()
+                final = output_dir / FILENAMES[fmt]
+                tmp = work / FILENAMES[fmt]
+                if fmt == "saved_model":
+                    self.write_saved_model(tmp)
+                    loaded = tf.saved_model.load(str(tmp))
+                    by_bytes = loaded.signatures["serving_default"](images=tf.constant(list(samples)))
+                    by_images = loaded.signatures["serving_images"](images=tf.constant(floats))
+                    parity_bytes = _compare(fmt, final, ref, by_bytes["probabilities"].numpy(), bounds)
+                    parity_images = _compare(fmt, final, ref, by_images["probabilities"].numpy(), bounds)
+                    worst = max((parity_bytes, parity_images), key=lambda p: (not p.passed, p.max_prob_diff))
+                    parity = Parity(**{**asdict(worst), "detail": {
+                        "serving_default (encoded bytes)": parity_bytes.as_dict(),
+                        "serving_images (float images)": parity_images.as_dict()}})
+                    del loaded
+                elif fmt == "keras":
+                    import keras
+
+                    self.write_keras(tmp)
+                    loaded = keras.saving.load_model(str(tmp), compile=False)
+                    out = tf.nn.softmax(tf.cast(loaded(floats, training=False), tf.float32), axis=-1).numpy()
+                    parity = _compare(fmt, final, ref, out, bounds)
+                    del loaded
+                else:
+                    content = self.tflite_bytes(fmt, work)
+                    tmp.write_bytes(content)
+                    parity = _compare(fmt, final, ref, run_tflite(tmp.read_bytes(), floats), bounds)
+                parity.size_bytes = _size(tmp)
+                parity.seconds = time.perf_counter() - started
+                results.append(parity)
+                if on_result is not None:
+                    on_result(parity)
+                if not parity.passed:
+                    _remove(tmp)
+                    raise UserError(
+                        f"{fmt} export differs from the model beyond its bounds: max |prob diff| "
+                        f"{parity.max_prob_diff:.3g} (bound {parity.bound_max_prob_diff:g}), top-1 agreement "
+                        f"{parity.top1_agree}/{parity.samples} (bound {parity.bound_min_top1_agreement:.0%}); "
+                        f"{final} was not written; raise the bound (--max-diff / --min-agreement, or gin "
+                        f"export.max_prob_diff / export.min_top1_agreement) or export another --format"
+                    )
+                _place(tmp, final)
+        return results
+
+
+__all__ = [
+    "DEFAULT_MAX_PROB_DIFF",
+    "DEFAULT_MIN_TOP1_AGREEMENT",
+    "Exporter",
+    "FILENAMES",
+    "FORMATS",
+    "Parity",
+    "dataset_samples",
+    "export_bounds",
+    "file_samples",
+    "parse_formats",
+    "run_tflite",
+    "synthetic_samples",
+    "tflite_interpreter",
+]
