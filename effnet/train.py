@@ -212,6 +212,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
     from effnet import checkpoint as ckpt_mod
     from effnet import config as config_mod
     from effnet import data, stages
+    from effnet.data.options import pipeline_options
     from effnet.ema import ExponentialMovingAverage
     from effnet.evaluate import Evaluator
     from effnet.loggers import make_loggers
@@ -315,6 +316,10 @@ def run(cfg: TrainConfig | None = None) -> dict:
                 ema.reset()
     backend.broadcast_variables(list(model.variables) + list(optimizer.variables))
 
+    # Everything that reads gin is built before the operative config is written, so the file holds
+    # the whole run (eval, predict and export rebuild the run from it).
+    log = make_loggers(model_dir=model_dir, is_writer=backend.is_writer)
+    pipeline_options()
     operative = ""
     if backend.is_writer:
         if info.class_names:  # predict/export read class names from here, without the dataset
@@ -322,7 +327,6 @@ def run(cfg: TrainConfig | None = None) -> dict:
         config_mod.write_operative_config(model_dir)
         operative = (model_dir / config_mod.OPERATIVE_CONFIG).read_text()
 
-    log = make_loggers(model_dir=model_dir, is_writer=backend.is_writer)
     params = asdict(cfg)
     params.update({"global_batch": global_batch, "base_lr": base_lr, "num_classes": num_classes,
                    "train_examples": num_train, "total_steps": total_steps, "xla": xla, "processes": backend.size,

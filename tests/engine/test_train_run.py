@@ -58,6 +58,8 @@ def test_a_run_writes_everything(trained):
     assert run_dir.joinpath("labels.txt").read_text().splitlines()[:3] == ["disc", "square", "triangle"]
     operative = run_dir.joinpath("operative_config.gin").read_text()
     assert "train.model = 'efficientnet_v2_b0'" in operative and "efficientnet.width = 0.25" in operative
+    # what eval/predict/export rebuild the run from must hold the pipeline and logger settings too
+    assert "input_pipeline.shuffle_buffer = 64" in operative and "loggers.names = " in operative
     ckpts = list_checkpoints(run_dir)
     assert [c.step for c in ckpts] == [15, 30]
     assert ckpts[-1].path.joinpath("operative_config.gin").read_text() == operative
