@@ -2,7 +2,7 @@
 
 Thin: each command turns its flags into gin bindings or arguments, loads the run's configuration
 (``<model-dir>/operative_config.gin`` unless ``--gin`` is given) and calls the engine
-(:mod:`effnet.evaluation`, :mod:`effnet.inference`, :mod:`effnet.benchmark`, :mod:`effnet.export`).
+(:mod:`effnet.evaluate`, :mod:`effnet.inference`, :mod:`effnet.benchmark`, :mod:`effnet.export`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def eval_(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, split
     shorthands += _shorthand("train.eval_batch_size", batch_size) + _shorthand("train.eval_image_size", image_size)
     shorthands += _shorthand("train.precision", precision) + _shorthand("train.xla", xla)
     cfg = _run_config(gin_files, gin_params, model_dir, data_dir, shorthands)
-    from effnet.evaluation import REPORT_NAME, evaluate_run, summary_lines
+    from effnet.evaluate import REPORT_NAME, evaluate_run, summary_lines
 
     report = evaluate_run(cfg, checkpoint=checkpoint, weights=weights, split=split)
     if as_json:
