@@ -9,32 +9,19 @@ from pathlib import Path
 
 import pytest
 
-TINY_GIN = """
-include 'base/train.gin'
-train.model = 'efficientnet_v2_b0'
-efficientnet.width = 0.25
-efficientnet.depth = 0.25
-efficientnet.bn_momentum = 0.9
+from tests.engine import runs
+
+# The engine tests' tiny run, with what these tests want different (later gin bindings win).
+TINY_GIN = runs.TINY_GIN + """
 efficientnet.dropout_rate = 0.0
 efficientnet.drop_path_rate = 0.0
-train.dataset = 'demo'
-demo.image_size = 32
 demo.num_classes = 6
 demo.train_per_class = 8
 demo.validation_per_class = 3
 demo.train_shards = 2
-demo.validation_shards = 1
-input_pipeline.shuffle_buffer = 64
-train.image_size = 32
-train.eval_image_size = 32
-train.batch_size = 8
-train.epochs = 2
-train.eval_every_epochs = 1
-train.checkpoint_every_epochs = 1
 train.log_every_steps = 3
-train.lr_init = 0.02
 cosine.warmup_epochs = 1
-train.ema_decay = 0.9
+train.deterministic = False
 train.plot = False
 loggers.names = ('dllogger',)
 """
