@@ -73,6 +73,10 @@ def convert(src, dst, train_shards, validation_shards, on_error, quality, seed, 
 
     Splits are train and validation (or val). Labels are 1-based in the records, as in ImageNet;
     class names go to image/class/text and DST/effnet-dataset.json.
+
+    \b
+    Example:
+      effnet data convert photos/ records/ --train-shards 64 --on-error skip
     """
     from effnet.data.convert import convert_folder, dataset_stats
     from effnet.data.source import TFRecordSource
@@ -89,7 +93,12 @@ def convert(src, dst, train_shards, validation_shards, on_error, quality, seed, 
 @click.option("--check", is_flag=True, help="Decode every image and list the unreadable ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def stats(path, check, as_json):
-    """Statistics of a dataset folder (TFRecords, a prepared TFDS folder, or an image folder)."""
+    """Statistics of a dataset folder (TFRecords, a prepared TFDS folder, or an image folder).
+
+    \b
+    Example:
+      effnet data stats records/ --check
+    """
     from effnet.data.convert import dataset_stats
     from effnet.data.source import find_source
 
@@ -108,7 +117,12 @@ def stats(path, check, as_json):
 @click.option("--gin-param", "gin_params", multiple=True, metavar="'demo.NAME=VALUE'", help="A gin binding, e.g. 'demo.image_size=96'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def demo(gin_files, gin_params, as_json):
-    """Generate the built-in demo dataset (once; it is cached) and print where it is."""
+    """Generate the built-in demo dataset (once; it is cached) and print where it is.
+
+    \b
+    Example:
+      effnet data demo
+    """
     from effnet import config
     from effnet.data.convert import dataset_stats
     from effnet.registry import get_registry

@@ -4,14 +4,30 @@ import pytest
 
 from tests.clitools import run_inprocess, run_subprocess
 
-COMMANDS = ["train", "eval", "predict", "benchmark", "export", "plugins", "config"]
+import click
+
+from effnet.cli.main import cli
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_help_with_an_example(capsys, command):
-    result = run_inprocess(capsys, command, "--help")
+def all_commands(group=cli, prefix=()):
+    """Every command path of the CLI, sub-commands of groups included."""
+    for name, command in sorted(group.commands.items()):
+        path = (*prefix, name)
+        yield path
+        if isinstance(command, click.Group):
+            yield from all_commands(command, path)
+
+
+def test_the_commands_the_issues_ask_for_exist():
+    top = {path[0] for path in all_commands()}
+    assert {"train", "eval", "predict", "benchmark", "export", "plugins", "config", "data", "import-weights"} <= top
+
+
+@pytest.mark.parametrize("path", list(all_commands()), ids=" ".join)
+def test_every_command_has_help_with_an_example(capsys, path):
+    result = run_inprocess(capsys, *path, "--help")
     assert result.code == 0
-    assert "Example" in result.out and f"effnet {command}" in result.out
+    assert "Example" in result.out and f"effnet {' '.join(path)}" in result.out
 
 
 def test_usage_error_is_one_line_exit_2(capsys):
