@@ -17,6 +17,7 @@ import click
 
 from effnet.cli.options import CONTEXT, gin_options, load_config
 from effnet.errors import UserError
+from effnet.files import write_json_atomic, write_text_atomic
 
 PRECISIONS = ("fp32", "tf32", "amp", "bf16")
 
@@ -47,7 +48,6 @@ def _bar(total: int, label: str):
 
 def _emit(text: str, output) -> None:
     if output:
-        from effnet.inference import write_text_atomic
 
         write_text_atomic(output, text)
         click.echo(f"wrote {output}", err=True)
@@ -253,7 +253,6 @@ def benchmark(mode, gin_files, gin_params, model, precision, batch_size, image_s
     for line in bench.table_lines([result]):
         click.echo(line)
     if json_file:
-        from effnet.inference import write_json_atomic
 
         write_json_atomic(json_file, result)
         click.echo(f"wrote {json_file}", err=True)
@@ -327,8 +326,8 @@ def export(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, outp
               "class_names": class_names, "samples": f"{len(samples)} {origin}",
               "artifacts": [r.as_dict() for r in results]}
     if class_names:
-        inference.write_text_atomic(out_dir / "labels.txt", "".join(f"{n}\n" for n in class_names))
-    inference.write_json_atomic(out_dir / "export_report.json", report)
+        write_text_atomic(out_dir / "labels.txt", "".join(f"{n}\n" for n in class_names))
+    write_json_atomic(out_dir / "export_report.json", report)
     for r in results:
         click.echo(f"wrote {r.path} ({r.size_bytes / 1e6:.2f} MB)", err=True)
 

@@ -327,12 +327,9 @@ def write_operative_config(model_dir: str | os.PathLike, name: str = OPERATIVE_C
 
     Written to a temporary file and renamed, so a crash never leaves half a config.
     """
-    path = Path(model_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(gin.operative_config_str() or gin.config_str())
-    os.replace(tmp, path)
-    return path
+    from effnet.files import write_text_atomic
+
+    return write_text_atomic(Path(model_dir) / name, gin.operative_config_str() or gin.config_str())
 
 
 __all__ = [

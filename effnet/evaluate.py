@@ -27,6 +27,7 @@ from effnet import inference, registry
 from effnet import precision as precision_mod
 from effnet.distribute import Backend
 from effnet.errors import UserError
+from effnet.files import write_json_atomic
 
 
 def topk_correct(logits, labels, k: int):
@@ -216,7 +217,7 @@ def evaluate_run(cfg, checkpoint: str = "latest", weights: str = "both", split: 
     finally:
         log.close()
     if backend.is_writer and report_name:
-        inference.write_json_atomic(model_dir / report_name, report)
+        write_json_atomic(model_dir / report_name, report)
     return report
 
 

@@ -33,32 +33,6 @@ EMA_KEY = "ema/averages/0/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 # --------------------------------------------------------------------------------------------------
-# Small file helpers
-
-
-def write_text_atomic(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json_atomic(path, obj) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
-
-# --------------------------------------------------------------------------------------------------
 # Run folders and checkpoints
 
 
@@ -521,8 +495,6 @@ __all__ = [
     "resolve_weights",
     "run_config_file",
     "select_checkpoint",
-    "write_json_atomic",
-    "write_text_atomic",
 ]
 
 

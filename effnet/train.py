@@ -12,7 +12,6 @@ deterministic function of seed, epoch and that position).
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import time
@@ -25,6 +24,7 @@ import gin
 from effnet import precision as precision_mod
 from effnet import registry
 from effnet.errors import UserError
+from effnet.files import write_json_atomic, write_text_atomic
 
 MODES = ("train", "train_and_eval")
 
@@ -323,7 +323,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
     operative = ""
     if backend.is_writer:
         if info.class_names:  # predict/export read class names from here, without the dataset
-            (model_dir / "labels.txt").write_text("".join(f"{name}\n" for name in info.class_names))
+            write_text_atomic(model_dir / "labels.txt", "".join(f"{name}\n" for name in info.class_names))
         config_mod.write_operative_config(model_dir)
         operative = (model_dir / config_mod.OPERATIVE_CONFIG).read_text()
 
@@ -455,7 +455,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
         report = _final_report(cfg, model_dir, history, last_eval, start_time, global_step, params)
         log.log_metrics((), {k: v for k, v in report["final"].items() if isinstance(v, (int, float))}, kind="final")
         if backend.is_writer:
-            (model_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
+            write_json_atomic(model_dir / "report.json", report)
             if cfg.plot:
                 from effnet.report import plot_history
 

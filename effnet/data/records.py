@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from effnet.errors import UserError
+from effnet.files import write_text_atomic
 
 META_NAME = "effnet-dataset.json"
 META_FORMAT = 1
@@ -142,10 +143,7 @@ class Metadata:
             if path is None:
                 continue
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_text(text)
-                os.replace(tmp, path)
+                write_text_atomic(path, text)
                 self._dirty = False
                 return
             except OSError:
