@@ -11,6 +11,7 @@ deterministic function of seed, epoch and that position).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -185,15 +186,25 @@ def _check_image_sizes(cfg: TrainConfig, model, stage_list, eval_size: int) -> N
         raise UserError(f"train.eval_image_size={eval_size} is smaller than {cfg.model}'s minimum of {minimum} px")
 
 
-def _translate(exc: BaseException):
-    """Turn an error raised while iterating data into a UserError when it is the data's fault."""
+@contextlib.contextmanager
+def _data_errors():
+    """Re-raise an error met while iterating data as a one-line UserError when it is the data's fault."""
     try:
-        from effnet import data
+        yield
+    except Exception as exc:
+        try:
+            from effnet import data
 
-        translated = data.translate_error(exc)
-    except Exception:  # noqa: BLE001 - translation must never hide the original error
-        translated = None
-    return translated
+            translated = data.translate_error(exc)
+        except Exception:  # noqa: BLE001 - translation must never hide the original error
+            translated = None
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def _val_metrics(result, prefix: str) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,7 +224,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
     from effnet import config as config_mod
     from effnet import data, stages
     from effnet.data.options import pipeline_options
-    from effnet.ema import ExponentialMovingAverage
+    from effnet.ema import ExponentialMovingAverage, averaged_variables
     from effnet.evaluate import Evaluator
     from effnet.loggers import make_loggers
     from effnet.step import TrainStep
@@ -343,24 +354,18 @@ def run(cfg: TrainConfig | None = None) -> dict:
 
     def evaluate_now(epoch: int) -> dict:
         ds = data.eval_dataset(source, image_size=eval_size, batch_size=eval_batch, shard=shard)
-        metrics = {}
-        try:
-            result = evaluator(ds, progress=lambda d, t, m: log.progress(d, t, m, desc="eval"))
-            metrics.update({f"val_{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")})
+        with _data_errors():
+            metrics = _val_metrics(evaluator(ds, progress=lambda d, t, m: log.progress(d, t, m, desc="eval")), "val_")
             if ema is not None:
                 with ema.swapped():
                     result = evaluator(data.eval_dataset(source, image_size=eval_size, batch_size=eval_batch, shard=shard))
-                metrics.update({f"val_ema_{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")})
-        except Exception as exc:
-            translated = _translate(exc)
-            if translated is not None:
-                raise translated from None
-            raise
+                metrics.update(_val_metrics(result, "val_ema_"))
         log.log_metrics((epoch,), {**metrics, "global_step": int(global_step.numpy())}, kind="eval")
         return metrics
 
     def save(metrics: dict | None = None) -> None:
-        if not all(bool(tf.reduce_all(tf.math.is_finite(v.value)).numpy()) for v in model.weights if "float" in str(v.dtype)):
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v.value)) for v in averaged_variables(model)])
+        if not bool(finite.numpy()):  # one host sync for all weights
             raise NonFiniteLoss(
                 f"model weights became non-finite at step {int(global_step.numpy())}; not saving; "
                 f"{_last_ckpt_words(model_dir)}; lower train.lr_init or check the data"
@@ -405,16 +410,12 @@ def run(cfg: TrainConfig | None = None) -> dict:
                 iterator = iter(ds)
                 for step_in_epoch in range(start, steps):
                     try:
-                        for _ in range(cfg.grad_accum_steps - 1):
-                            step_obj.accumulate(next(iterator))
-                        step_obj.apply(next(iterator))
+                        with _data_errors():
+                            for _ in range(cfg.grad_accum_steps - 1):
+                                step_obj.accumulate(next(iterator))
+                            step_obj.apply(next(iterator))
                     except StopIteration:
                         raise RuntimeError(f"input pipeline ended early at epoch {epoch} step {step_in_epoch} of {steps}") from None
-                    except (tf.errors.OpError, ValueError) as exc:
-                        translated = _translate(exc)
-                        if translated is not None:
-                            raise translated from None
-                        raise
                     global_step.assign_add(1)
                     position["step_in_epoch"] = step_in_epoch + 1
                     window_images += stage_global
