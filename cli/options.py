@@ -22,11 +22,24 @@ def gin_options(func):
     )
     @click.option("--model-dir", type=click.Path(file_okay=False), default=None, help="Run folder (sets the MODEL_DIR macro).")
     @click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder (sets the DATA_DIR macro).")
+    @click.option(
+        "--trust-config", is_flag=True, expose_value=False, callback=_set_trust, is_eager=True,
+        help="Let gin files (and a run folder's operative_config.gin) import any module and include any file. "
+             "Off by default: only effnet's plugins may be imported and only the gin search path included. "
+             "Same as EFFNET_TRUST_CONFIG=1.",
+    )
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)
 
     return wrapper
+
+
+def _set_trust(ctx, param, value):
+    from effnet import config
+
+    config.set_trust(value)
+    return value
 
 
 def load_config(gin_files, gin_params, model_dir=None, data_dir=None, finalize=True):

@@ -115,40 +115,163 @@ class _SyntaxOnly(config_parser.ParserDelegate):
         return None
 
 
-def _check_syntax(path: Path, dirs: Sequence[Path], seen: list[Path]) -> None:
-    """Parse ``path`` and everything it includes for syntax only, so errors carry the right file."""
-    if path in seen:
-        return
-    seen.append(path)
-    text = path.read_text()
+# The largest gin file read: experiment files are a few KB; anything this big is not one.
+MAX_GIN_BYTES = 4 * 1024 * 1024
+
+TRUST_ENV = "EFFNET_TRUST_CONFIG"
+_trust_flag: bool = False
+
+
+def set_trust(value: bool) -> None:
+    """What the CLI's ``--trust-config`` flag sets for the next :func:`parse` calls."""
+    global _trust_flag
+    _trust_flag = bool(value)
+
+
+def trusted(trust: bool | None = None) -> bool:
+    """Whether gin files may import any module and include any file.
+
+    Off by default: gin files and run folders from elsewhere are data. On with ``trust=True``,
+    the CLI flag ``--trust-config`` or the environment variable ``EFFNET_TRUST_CONFIG=1``.
+    """
+    if trust is not None:
+        return bool(trust)
+    from effnet.registry import env_flag
+
+    return _trust_flag or env_flag(TRUST_ENV)
+
+
+_TRUST_HINT = f"pass --trust-config (or set {TRUST_ENV}=1) only if you trust the file"
+
+
+def allowed_module(module: str) -> bool:
+    """An ``import`` line may name effnet itself or an installed effnet plugin (or a module in it)."""
+    from effnet.registry import get_registry
+
+    roots = {"effnet"}
+    for name, plugin in get_registry().pm.list_name_plugin():
+        roots.add(getattr(plugin, "__name__", None) or name)
+    return any(module == root or module.startswith(root + ".") for root in roots)
+
+
+def read_gin_text(path: Path) -> str:
+    """A gin file's text, or a one-line UserError if it is unreadable, binary or not UTF-8."""
     try:
-        statements = list(config_parser.ConfigParser(io.StringIO(text), _SyntaxOnly()))
+        size = path.stat().st_size
+        if size > MAX_GIN_BYTES:
+            raise UserError(f"{path}: not a gin file: {size} bytes, more than the {MAX_GIN_BYTES} a gin file may have; "
+                            f"check the path")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read gin file: {exc.strerror or exc}; check the path and its permissions") from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise UserError(f"{path}: not a gin file: it is binary (a NUL byte at offset {nul}); pass a text gin file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a gin file: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _statements(text: str, path: Path | None, where: str):
+    """gin's parse of ``text`` with no name resolved, errors as one line (``where`` names the source)."""
+    try:
+        return list(config_parser.ConfigParser(io.StringIO(text), _SyntaxOnly()))
     except SyntaxError as exc:
+        if path is None:
+            msg = exc.args[0] if exc.args else str(exc)
+            raise UserError(f"{where}: gin syntax error: {str(msg).rstrip('.')}; use 'scope.name = value'") from None
         raise _syntax_error(exc, path) from None
     except tokenize.TokenError as exc:  # unterminated bracket or string at the end of the file
         line = exc.args[1][0] if len(exc.args) > 1 else len(text.splitlines())
         raise UserError(
-            f"{path}:{line}: gin syntax error: {exc.args[0]} (an unclosed bracket or string "
-            f"started earlier in the file); close it"
+            f"{where}:{line}: gin syntax error: {exc.args[0]} (an unclosed bracket or string "
+            f"started earlier); close it"
         ) from None
+    except RecursionError:
+        raise UserError(f"{where}: gin syntax error: brackets nested too deeply; simplify the value") from None
+    except ValueError as exc:  # e.g. a NUL character in a --gin-param
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{where}: gin syntax error: {first}; fix the line") from None
+
+
+def _check_statements(statements, where_of, dirs: Sequence[Path], trust: bool, seen: list[Path],
+                      chain: list[Path]) -> None:
+    """Refuse imports and includes a gin file may not make; follow includes."""
     for statement in statements:
+        if isinstance(statement, config_parser.ImportStatement) and not trust:
+            module = statement.module
+            if module.startswith("__gin__."):
+                raise UserError(f"{where_of(statement)}: '{statement.format()}' (dynamic registration) is not allowed "
+                                f"in an untrusted gin file; {_TRUST_HINT}")
+            if not allowed_module(module):
+                raise UserError(f"{where_of(statement)}: 'import {module}' is not allowed: gin files may import only "
+                                f"effnet and its installed plugins (`effnet plugins` lists them); {_TRUST_HINT}")
         if isinstance(statement, config_parser.IncludeStatement):
-            included = _find_include(statement.filename, path, dirs)
+            included = _find_include(statement.filename, dirs, trust)
             if included is None:
                 raise UserError(
-                    f"{path}:{statement.location.line_num}: included gin file "
-                    f"{statement.filename!r} not found next to the file or in "
+                    f"{where_of(statement)}: included gin file {statement.filename!r} not found in "
                     f"{', '.join(str(d) for d in dirs)}"
                     f"{did_you_mean(statement.filename.removesuffix('.gin'), available_gin_files(dirs))}"
                 )
-            _check_syntax(included, dirs, seen)
+            if included == "outside":
+                raise UserError(
+                    f"{where_of(statement)}: include {statement.filename!r} is outside the gin search path "
+                    f"({', '.join(str(d) for d in dirs)}); copy it next to the experiment file or {_TRUST_HINT}"
+                )
+            _check_syntax(included, dirs, seen, trust=trust, chain=chain)
 
 
-def _find_include(name: str, parent: Path, dirs: Sequence[Path]) -> Path | None:
-    for base in (Path.cwd(), parent.parent, *dirs):
+def _check_syntax(path: Path, dirs: Sequence[Path], seen: list[Path], trust: bool = False,
+                  chain: list[Path] | None = None) -> None:
+    """Parse ``path`` and everything it includes without resolving names, so errors carry the right file.
+
+    Also where a gin file is refused: binary/non-UTF-8 text, an include cycle, an include outside the
+    search path or an import of a module that is not effnet's or a plugin's (unless trusted).
+    """
+    chain = list(chain or [])
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in [*chain[chain.index(path):], path])
+        raise UserError(f"{chain[-1]}: gin include cycle: {cycle}; remove one of the include lines")
+    chain.append(path)
+    if path in seen:
+        return
+    seen.append(path)
+    text = read_gin_text(path)
+    statements = _statements(text, path, str(path))
+    _check_statements(statements, lambda st: f"{path}:{st.location.line_num}", dirs, trust, seen, chain)
+
+
+def check_param(param: str, dirs: Sequence[Path], trust: bool, seen: list[Path]) -> None:
+    """The same checks for a ``--gin-param`` string (it may hold imports and includes too)."""
+    where = f"--gin-param {param!r}"
+    statements = _statements(param, None, where)
+    _check_statements(statements, lambda st: where, dirs, trust, seen, [])
+
+
+def _inside(path: Path, dirs: Sequence[Path]) -> bool:
+    return any(path == d or d in path.parents for d in dirs)
+
+
+def _find_include(name: str, dirs: Sequence[Path], trust: bool = False):
+    """The file gin will read for ``include name`` (searched in ``dirs`` in gin's order).
+
+    Returns the resolved path, None if there is none, or "outside" when it resolves (through an
+    absolute path, ``..`` or a symlink) outside ``dirs`` and the file is not trusted.
+    """
+    bases = [Path.cwd(), *dirs] if trust else list(dirs)
+    for base in bases:
         path = base / name
-        if path.is_file():
-            return path.resolve()
+        try:
+            if not path.is_file():
+                continue
+        except OSError:
+            continue
+        resolved = path.resolve()
+        if not trust and not _inside(resolved, [Path(d).resolve() for d in dirs]):
+            return "outside"
+        return resolved
     return None
 
 
@@ -232,7 +355,7 @@ def _undefined_macro_error(exc: ValueError, files: Sequence[Path]) -> UserError 
     macro = m.group(1)
     where = ""
     for path in files:
-        for i, line in enumerate(path.read_text().splitlines(), 1):
+        for i, line in enumerate(read_gin_text(path).splitlines(), 1):
             if re.search(rf"%{re.escape(macro)}\b", line):
                 where = f"{path}:{i}: "
                 break
@@ -248,11 +371,17 @@ def parse(
     params: Sequence[str] = (),
     macros: dict[str, object] | None = None,
     finalize: bool = True,
+    trust: bool | None = None,
 ) -> ParsedConfig:
     """Resolve and parse gin files, then macro shorthands from CLI flags, then ``--gin-param``.
 
     Plugins must be loaded before calling this (their configurables must exist); the registry is
     loaded on first use here. Raises UserError with a one-line message on any problem.
+
+    Unless ``trust`` (or :func:`trusted`): ``include`` may read only files inside the search path
+    (packaged gin/, plugins' folders and the folders of the files named here), ``import`` may name
+    only effnet and its installed plugins, so a gin file from elsewhere (a run folder's
+    operative_config.gin) can neither run code nor read (and echo) other files.
     """
     import effnet.benchmark  # noqa: F401
     import effnet.export  # noqa: F401
@@ -260,12 +389,19 @@ def parse(
     import effnet.train  # noqa: F401
 
     gin.clear_config()
+    trust = trusted(trust)
     dirs = search_dirs()
     files = [resolve_gin_file(name, dirs) for name in gin_files]
+    allowed = list(dirs)
+    for path in files:
+        if path.parent not in allowed:
+            allowed.append(path.parent)
     includes: list[Path] = []
     for path in files:
-        _check_syntax(path, [*dirs, path.parent], includes)
-    _set_search_path([*dirs, *(p.parent for p in files)])
+        _check_syntax(path, allowed, includes, trust=trust)
+    for param in params:
+        check_param(param, allowed, trust, includes)
+    _set_search_path(allowed, trust)
     for path in files:
         try:
             with _quiet_resource_reader():
@@ -274,6 +410,8 @@ def parse(
             raise _syntax_error(exc, path) from None
         except (ValueError, ImportError, TypeError, KeyError, AttributeError) as exc:
             raise _semantic_error(exc, str(path)) from None
+        except RecursionError:
+            raise UserError(f"{path}: gin config nested too deeply; simplify it") from None
     for name, value in (macros or {}).items():
         if value is not None:
             gin.parse_config(f"{name} = {value!r}")
@@ -285,6 +423,8 @@ def parse(
             raise UserError(f"--gin-param {param!r}: gin syntax error: {msg.rstrip('.')}; use 'scope.name = value'") from None
         except (ValueError, ImportError, TypeError, KeyError, AttributeError) as exc:
             raise _semantic_error(exc, f"--gin-param {param!r}") from None
+        except RecursionError:
+            raise UserError(f"--gin-param {param!r}: nested too deeply; simplify the value") from None
     if finalize:
         try:
             gin.finalize()
@@ -313,10 +453,13 @@ def _quiet_resource_reader():
         root.removeFilter(noise)
 
 
-def _set_search_path(dirs: Sequence[Path]) -> None:
+def _set_search_path(dirs: Sequence[Path], trust: bool = False) -> None:
+    # Untrusted: no "" prefix, so gin resolves includes in exactly the folders _find_include checked
+    # (an absolute include still joins to itself, and was refused above if outside them).
     prefixes = gin_config._LOCATION_PREFIXES
     del prefixes[:]
-    prefixes.append("")
+    if trust:
+        prefixes.append("")
     for d in dirs:
         if str(d) not in prefixes:
             prefixes.append(str(d))
@@ -343,5 +486,7 @@ __all__ = [
     "parse",
     "resolve_gin_file",
     "search_dirs",
+    "set_trust",
+    "trusted",
     "write_operative_config",
 ]
