@@ -80,12 +80,15 @@ class BenchmarkConfig:
         if cfg.xla is None:
             cfg.xla = _train_binding("xla", None)
         cfg.optimizer = cfg.optimizer or _train_binding("optimizer", "rmsprop")
-        for name in ("batch_size", "image_size", "steps", "num_classes"):
-            value = getattr(cfg, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"benchmark.{name}={value!r} must be a positive integer")
-        if not isinstance(cfg.warmup, int) or cfg.warmup < 0:
-            raise UserError(f"benchmark.warmup={cfg.warmup!r} must be an integer >= 0")
+        from effnet.validate import MAX_IMAGE_SIZE, check_number
+
+        for name, low, high in (("batch_size", 1, 65_536), ("image_size", 1, MAX_IMAGE_SIZE), ("steps", 1, 10**6),
+                                ("num_classes", 1, 10**6), ("warmup", 0, 10**6), ("seed", 0, 2**32 - 1)):
+            check_number(f"benchmark.{name}", getattr(cfg, name), low, high, integer=True)
+        check_number("benchmark.learning_rate", cfg.learning_rate, 0, 10, low_open=True)
+        check_number("benchmark.label_smoothing", cfg.label_smoothing, 0, 1, high_open=True)
+        check_number("benchmark.weight_decay", cfg.weight_decay, 0, 1, high_open=True)
+        check_number("benchmark.ema_decay", cfg.ema_decay, 0, 1, low_open=True, high_open=True, optional=True)
         return cfg
 
 

@@ -84,20 +84,46 @@ class TrainConfig:
         if self.mode not in MODES:
             raise UserError(f"train.mode={self.mode!r} is not one of {', '.join(MODES)}")
         precision_mod.check(self.precision)
-        for name in ("epochs", "batch_size", "grad_accum_steps", "image_size", "reference_batch",
-                     "eval_every_epochs", "log_every_steps", "keep_checkpoints", "max_nonfinite_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"train.{name}={value!r} must be a positive integer")
+        self._check_ranges()
         if self.batch_size % self.grad_accum_steps:
             raise UserError(
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}; "
                 f"pick a batch size that is a multiple of the accumulation steps"
             )
-        if not 0 <= self.label_smoothing < 1:
-            raise UserError(f"train.label_smoothing={self.label_smoothing!r} must be in [0, 1)")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise UserError(f"train.ema_decay={self.ema_decay!r} must be in (0, 1), or None to turn EMA off")
+
+    def _check_ranges(self) -> None:
+        """Every numeric field in its range (see effnet.validate for the message shape)."""
+        from effnet.validate import MAX_IMAGE_SIZE, check_number
+
+        big = 10**9
+        size_hint = (f"image sizes go up to {MAX_IMAGE_SIZE} px (the largest published EfficientNet "
+                     f"uses 800)")
+        # name: (low, high, low_open, high_open, integer, optional, hint)
+        ranges = {
+            "epochs": (1, 100_000, False, False, True, False, ""),
+            "steps_per_epoch": (1, big, False, False, True, True, "None means training examples // global batch"),
+            "batch_size": (1, 65_536, False, False, True, False, ""),
+            "grad_accum_steps": (1, 1024, False, False, True, False, ""),
+            "image_size": (1, MAX_IMAGE_SIZE, False, False, True, False, size_hint),
+            "eval_image_size": (1, MAX_IMAGE_SIZE, False, False, True, True, size_hint),
+            "eval_batch_size": (1, 65_536, False, False, True, True, ""),
+            "eval_every_epochs": (1, 100_000, False, False, True, False, ""),
+            "lr_init": (0, 10, True, False, False, False, ""),
+            "reference_batch": (1, big, False, False, True, False, ""),
+            "label_smoothing": (0, 1, False, True, False, False, ""),
+            "weight_decay": (0, 1, False, True, False, False, ""),
+            "clip_norm": (0, None, True, False, False, True, "None means no clipping"),
+            "ema_decay": (0, 1, True, True, False, True, "None turns EMA off"),
+            "seed": (0, 2**32 - 1, False, False, True, False, ""),
+            "checkpoint_every_epochs": (0, 100_000, False, False, True, True, "0 or None means only at the end"),
+            "checkpoint_every_steps": (0, big, False, False, True, True, "0 or None means by epochs only"),
+            "keep_checkpoints": (1, 100_000, False, False, True, False, ""),
+            "log_every_steps": (1, big, False, False, True, False, ""),
+            "max_nonfinite_steps": (1, big, False, False, True, False, ""),
+        }
+        for name, (low, high, low_open, high_open, integer, optional, hint) in ranges.items():
+            check_number(f"train.{name}", getattr(self, name), low, high, low_open=low_open, high_open=high_open,
+                         integer=integer, optional=optional, hint=hint)
 
     @property
     def micro_batch(self) -> int:

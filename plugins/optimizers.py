@@ -11,6 +11,16 @@ from __future__ import annotations
 import gin
 
 import effnet
+from effnet.validate import check_number
+
+
+def _check(name: str, **knobs) -> None:
+    """Decay rates in [0, 1), epsilons and clip norms > 0, weight decay in [0, 1)."""
+    for key, value in knobs.items():
+        if key in ("epsilon", "max_grad_norm"):
+            check_number(f"{name}.{key}", value, 0, 10, low_open=True)
+        else:  # rho, momentum, beta_1, beta_2, weight_decay
+            check_number(f"{name}.{key}", value, 0, 1, high_open=True, optional=key == "weight_decay")
 
 
 @gin.configurable
@@ -21,6 +31,7 @@ def rmsprop(learning_rate, rho: float = 0.9, momentum: float = 0.9, epsilon: flo
     (``lr * g / sqrt(ms + eps)``) and momentum accumulates the scaled step, so it is used as is.
     (TF1's RMSPropOptimizer started ``ms`` at 1.0; Keras, like NVIDIA's TF2 recipe, starts at 0.)
     """
+    _check("rmsprop", rho=rho, momentum=momentum, epsilon=epsilon)
     import keras
 
     return keras.optimizers.RMSprop(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
@@ -29,6 +40,7 @@ def rmsprop(learning_rate, rho: float = 0.9, momentum: float = 0.9, epsilon: flo
 @gin.configurable
 def sgd(learning_rate, momentum: float = 0.9, nesterov: bool = True, weight_decay: float | None = None):
     """SGD with (Nesterov) momentum; ``weight_decay`` is decoupled when set."""
+    _check("sgd", momentum=momentum, weight_decay=weight_decay)
     import keras
 
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
@@ -37,6 +49,7 @@ def sgd(learning_rate, momentum: float = 0.9, nesterov: bool = True, weight_deca
 @gin.configurable
 def adamw(learning_rate, weight_decay: float = 0.05, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8):
     """AdamW (decoupled weight decay, skipping BatchNorm and biases)."""
+    _check("adamw", weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
     import keras
 
     return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
@@ -46,6 +59,7 @@ def adamw(learning_rate, weight_decay: float = 0.05, beta_1: float = 0.9, beta_2
 def nvlamb(learning_rate, weight_decay: float = 1e-5, beta_1: float = 0.9, beta_2: float = 0.999,
            epsilon: float = 1e-6, max_grad_norm: float = 1.0):
     """NVIDIA's LAMB variant used for the 80-GPU large-batch recipe (see :mod:`effnet.plugins.nvlamb`)."""
+    _check("nvlamb", weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, max_grad_norm=max_grad_norm)
     from effnet.plugins.nvlamb import NvLamb
 
     return NvLamb(learning_rate=learning_rate, decay=weight_decay, beta_1=beta_1, beta_2=beta_2,

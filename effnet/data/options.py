@@ -65,12 +65,19 @@ def pipeline_options(
     """
     if on_error not in ON_ERROR:
         raise UserError(f"input_pipeline.on_error={on_error!r} is not one of {', '.join(ON_ERROR)}{did_you_mean(on_error, ON_ERROR)}")
-    if len(tuple(aspect_ratio_range)) != 2 or len(tuple(area_range)) != 2:
-        raise UserError("input_pipeline.aspect_ratio_range and area_range must be pairs (low, high)")
-    if not 0 < area_range[0] <= area_range[1] <= 1:
-        raise UserError(f"input_pipeline.area_range={tuple(area_range)} must satisfy 0 < low <= high <= 1")
-    if eval_crop_fraction is not None and not 0 < eval_crop_fraction <= 1:
-        raise UserError(f"input_pipeline.eval_crop_fraction={eval_crop_fraction} must be in (0, 1] or None")
+    from effnet.validate import check_number, check_pair
+
+    k = "input_pipeline."
+    check_number(k + "shuffle_buffer", shuffle_buffer, 0, 10**8, integer=True)
+    check_number(k + "min_object_covered", min_object_covered, 0, 1)
+    aspect_ratio_range = check_pair(k + "aspect_ratio_range", aspect_ratio_range, 0, 100, low_open=True)
+    area_range = check_pair(k + "area_range", area_range, 0, 1, low_open=True)
+    check_number(k + "max_attempts", max_attempts, 1, 10_000, integer=True)
+    check_number(k + "eval_crop_fraction", eval_crop_fraction, 0, 1, low_open=True, optional=True)
+    for name, value, low in (("num_parallel_calls", num_parallel_calls, 1), ("prefetch", prefetch, 0)):
+        if value != -1:
+            check_number(k + name, value, low, 1024, integer=True, hint="-1 means AUTOTUNE")
+    check_number(k + "min_files_per_shard", min_files_per_shard, 1, 10**6, integer=True)
     return PipelineOptions(
         int(shuffle_buffer), float(min_object_covered), tuple(aspect_ratio_range), tuple(area_range), int(max_attempts),
         bool(random_flip), str(resize_method), eval_crop_fraction, int(num_parallel_calls), int(prefetch), bool(cache),

@@ -75,6 +75,11 @@ def efficientnet(
     input_size: int | None = None,
 ):
     """Build the EfficientNet ``variant`` (a registered name) as a Keras model; see the module docstring."""
+    from effnet.validate import check_number
+
+    # The largest published coefficients are L2's (width 4.3, depth 5.3).
+    check_number("efficientnet.width", width, 0, 8, low_open=True, optional=True)
+    check_number("efficientnet.depth", depth, 0, 8, low_open=True, optional=True)
     spec = get_variant(variant).scaled(width, depth)
     from effnet.plugins.models.builder import build
 

@@ -21,6 +21,7 @@ import keras
 from keras import layers
 
 from effnet.errors import UserError
+from effnet.validate import MAX_IMAGE_SIZE, check_number
 from effnet.plugins.models.blocks import CONV_INIT, Block, FusedMBConv, MBConv
 from effnet.plugins.models.layers import HeadDropout, Normalize
 from effnet.plugins.models.specs import VariantSpec, resolve_normalization
@@ -60,15 +61,16 @@ def build(
     mean, std = resolve_normalization(normalization)
     dropout_rate = spec.dropout if dropout_rate is None else dropout_rate
     drop_path_rate = spec.drop_path if drop_path_rate is None else drop_path_rate
-    for key, value in (("dropout_rate", dropout_rate), ("drop_path_rate", drop_path_rate)):
-        if not 0 <= value < 1:
-            raise UserError(f"efficientnet.{key}={value} must be in [0, 1)")
-    if se_ratio is not None and not 0 <= se_ratio <= 1:
-        raise UserError(f"efficientnet.se_ratio={se_ratio} must be in [0, 1]")
-    if include_top and not features_only and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-        raise UserError(f"num_classes={num_classes!r} must be a positive integer")
-    if input_size is not None and input_size < MIN_INPUT_SIZE:
-        raise UserError(f"efficientnet.input_size={input_size} is below the minimum {MIN_INPUT_SIZE}")
+    check_number("efficientnet.dropout_rate", dropout_rate, 0, 1, high_open=True)
+    check_number("efficientnet.drop_path_rate", drop_path_rate, 0, 1, high_open=True)
+    check_number("efficientnet.se_ratio", se_ratio, 0, 1, optional=True)
+    check_number("efficientnet.bn_momentum", bn_momentum, 0, 1, high_open=True)
+    check_number("efficientnet.bn_epsilon", bn_epsilon, 0, 1, low_open=True)
+    if include_top and not features_only:
+        check_number("num_classes", num_classes, 1, 1_000_000, integer=True,
+                     hint="the dataset or --gin-param sets it")
+    check_number("efficientnet.input_size", input_size, MIN_INPUT_SIZE, MAX_IMAGE_SIZE, integer=True, optional=True,
+                 hint=f"the minimum is {MIN_INPUT_SIZE} px (five stride-2 stages), the maximum {MAX_IMAGE_SIZE}")
     try:
         keras.activations.get(activation)
     except ValueError:

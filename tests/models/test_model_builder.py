@@ -183,10 +183,22 @@ def test_knobs_are_gin_bindings():
     "kwargs, message",
     [
         ({"activation": "swishh"}, "efficientnet.activation='swishh' is not a Keras activation (e.g. 'swish', 'relu', 'gelu')"),
-        ({"dropout_rate": 1.0}, "efficientnet.dropout_rate=1.0 must be in [0, 1)"),
-        ({"se_ratio": 2.0}, "efficientnet.se_ratio=2.0 must be in [0, 1]"),
-        ({"input_size": 16}, "efficientnet.input_size=16 is below the minimum 32"),
-        ({"num_classes": 0}, "num_classes=0 must be a positive integer"),
+        ({"dropout_rate": 1.0}, "efficientnet.dropout_rate=1.0 is out of range: allowed a number in [0, 1); "
+                                "fix it in the gin file or --gin-param"),
+        ({"se_ratio": 2.0}, "efficientnet.se_ratio=2.0 is out of range: allowed a number in [0, 1] or None; "
+                            "fix it in the gin file or --gin-param"),
+        ({"input_size": 16}, "efficientnet.input_size=16 is out of range: allowed an integer in [32, 4096] or None; "
+                             "the minimum is 32 px (five stride-2 stages), the maximum 4096"),
+        ({"num_classes": 0}, "num_classes=0 is out of range: allowed an integer in [1, 1000000]; "
+                             "the dataset or --gin-param sets it"),
+        ({"width": -1.0}, "efficientnet.width=-1.0 is out of range: allowed a number in (0, 8] or None; "
+                          "fix it in the gin file or --gin-param"),
+        ({"depth": 0}, "efficientnet.depth=0 is out of range: allowed a number in (0, 8] or None; "
+                       "fix it in the gin file or --gin-param"),
+        ({"bn_momentum": 1.5}, "efficientnet.bn_momentum=1.5 is out of range: allowed a number in [0, 1); "
+                               "fix it in the gin file or --gin-param"),
+        ({"bn_epsilon": 0.0}, "efficientnet.bn_epsilon=0.0 is out of range: allowed a number in (0, 1]; "
+                              "fix it in the gin file or --gin-param"),
     ],
 )
 def test_bad_knob_values_are_user_errors(kwargs, message):
