@@ -5,15 +5,25 @@ Each checkpoint is a folder ``<model_dir>/checkpoints/ckpt-<step>`` holding a TF
 (step, epoch, stage, data position, metrics, model name) and a copy of the operative gin config.
 It is written under a temporary name and renamed when complete, so a folder named ``ckpt-*`` is
 always whole: a run killed mid-write leaves only a ``.tmp-*`` folder, removed on the next start.
-Retention keeps the last ``keep`` checkpoints plus the best one by a metric.
+Retention keeps the last ``keep`` checkpoints plus the best one by a metric, and never deletes the
+newest valid one.
+
+Integrity: before the rename, ``manifest.json`` records the size and SHA-256 of every file in the
+folder. :func:`verify_checkpoint` checks a folder against it (a missing file, a truncated or
+overwritten one, a missing manifest); :func:`list_checkpoints` and :func:`latest_checkpoint` skip
+damaged checkpoints with one warning each naming the bad file, so resuming and ``latest`` fall back
+to the newest valid checkpoint.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +34,7 @@ SUBDIR = "checkpoints"
 PREFIX = "ckpt-"
 TF_PREFIX = "ckpt"
 META = "meta.json"
+MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -41,28 +52,160 @@ def checkpoint_dir(model_dir: str | os.PathLike) -> Path:
     return Path(model_dir) / SUBDIR
 
 
-def list_checkpoints(model_dir: str | os.PathLike) -> list[CheckpointInfo]:
-    """Complete checkpoints in ``model_dir``, oldest first."""
+def _step_of(path: Path) -> int | None:
+    digits = path.name[len(PREFIX):]
+    return int(digits) if digits.isdigit() else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """Record size and SHA-256 of every file in ``folder`` (written last, before the rename)."""
+    files = {}
+    for item in sorted(folder.rglob("*")):
+        if item.is_file() and item.name != MANIFEST:
+            files[item.relative_to(folder).as_posix()] = {"size": item.stat().st_size, "sha256": _sha256(item)}
+    path = folder / MANIFEST
+    path.write_text(json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True))
+    return path
+
+
+# (folder, (name, size, mtime_ns) of each file) -> problem or None; a checkpoint is hashed once per process.
+_VERIFIED: dict[tuple, str | None] = {}
+_WARNED: set[tuple] = set()
+
+
+def _fingerprint(folder: Path) -> tuple:
+    try:
+        return (str(folder), tuple(sorted((i.name, i.stat().st_size, i.stat().st_mtime_ns)
+                                          for i in folder.iterdir())))
+    except OSError:
+        return (str(folder), None)
+
+
+def checkpoint_problem(folder: str | os.PathLike, full: bool = True) -> str | None:
+    """What is wrong with the checkpoint folder (naming the bad file), or None if it is whole.
+
+    ``full`` compares SHA-256 sums; otherwise only that every file exists with its recorded size.
+    """
+    folder = Path(folder)
+    key = (_fingerprint(folder), full)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    problem = _problem(folder, full)
+    _VERIFIED[key] = problem
+    return problem
+
+
+def _problem(folder: Path, full: bool) -> str | None:
+    manifest_path = folder / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict) or not files:
+            raise ValueError("no files listed")
+    except FileNotFoundError:
+        return f"{manifest_path} is missing (an incomplete checkpoint, or one written without a manifest)"
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        return f"{manifest_path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})"
+    for name in (TF_PREFIX + ".index", META):
+        if name not in files:
+            return f"{manifest_path} does not list {name}"
+    for name, entry in files.items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{path} is missing"
+        if not isinstance(entry, dict) or size != entry.get("size"):
+            return f"{path} has {size} bytes, the manifest says {entry.get('size') if isinstance(entry, dict) else '?'} (truncated or replaced)"
+        if full:
+            try:
+                digest = _sha256(path)
+            except OSError as exc:
+                return f"{path} cannot be read: {exc.strerror or exc}"
+            if digest != entry.get("sha256"):
+                return f"{path} does not match its SHA-256 in the manifest (damaged)"
+    return None
+
+
+def verify_checkpoint(info: CheckpointInfo | str | os.PathLike, full: bool = True) -> None:
+    """Raise a one-line UserError naming the damaged file if checkpoint ``info`` is not whole."""
+    folder = info.path if isinstance(info, CheckpointInfo) else Path(info)
+    problem = checkpoint_problem(folder, full)
+    if problem:
+        raise UserError(f"checkpoint {folder} is damaged: {problem}; pass another --checkpoint "
+                        f"(or delete this one to fall back to the one before)")
+
+
+def warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _scan(model_dir) -> list[CheckpointInfo]:
+    """Every ``ckpt-*`` folder, oldest first, whole or not (meta may be empty)."""
     found = []
     root = checkpoint_dir(model_dir)
     if not root.is_dir():
         return []
     for path in root.iterdir():
-        if not path.name.startswith(PREFIX) or not path.is_dir():
+        step = _step_of(path)
+        if not path.name.startswith(PREFIX) or step is None or not path.is_dir():
             continue
         try:
             meta = json.loads((path / META).read_text())
             step = int(meta["step"])
-        except (OSError, ValueError, KeyError):
-            continue
-        if (path / (TF_PREFIX + ".index")).is_file():
-            found.append(CheckpointInfo(path, step, meta))
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            meta = {}
+        if not isinstance(meta, dict):
+            meta = {}
+        found.append(CheckpointInfo(path, step, meta))
     return sorted(found, key=lambda c: c.step)
 
 
-def latest_checkpoint(model_dir: str | os.PathLike) -> CheckpointInfo | None:
-    found = list_checkpoints(model_dir)
-    return found[-1] if found else None
+def list_checkpoints(model_dir: str | os.PathLike, verify: bool = True,
+                     warn: Callable[[str], None] | None = warn_stderr) -> list[CheckpointInfo]:
+    """Whole checkpoints in ``model_dir``, oldest first.
+
+    With ``verify`` (the default) each is checked against its manifest; a damaged one is left out
+    with one warning (per folder and process) naming the bad file, through ``warn`` (None: silent).
+    """
+    found = []
+    for info in _scan(model_dir):
+        problem = checkpoint_problem(info.path) if verify else (
+            None if info.meta and (info.path / (TF_PREFIX + ".index")).is_file() else "incomplete")
+        if problem is None:
+            found.append(info)
+            continue
+        key = (str(info.path), problem)
+        if verify and warn is not None and key not in _WARNED:
+            _WARNED.add(key)
+            warn(f"skipping damaged checkpoint {info.path.name}: {problem}")
+    return found
+
+
+def latest_valid_checkpoint(model_dir: str | os.PathLike,
+                            warn: Callable[[str], None] | None = warn_stderr) -> CheckpointInfo | None:
+    """The newest checkpoint that matches its manifest (damaged newer ones are skipped with a warning)."""
+    for info in reversed(_scan(model_dir)):
+        problem = checkpoint_problem(info.path)
+        if problem is None:
+            return info
+        key = (str(info.path), problem)
+        if warn is not None and key not in _WARNED:
+            _WARNED.add(key)
+            warn(f"skipping damaged checkpoint {info.path.name}: {problem}")
+    return None
+
+
+def latest_checkpoint(model_dir: str | os.PathLike, warn: Callable[[str], None] | None = warn_stderr) -> CheckpointInfo | None:
+    return latest_valid_checkpoint(model_dir, warn=warn)
 
 
 def ensure_writable(model_dir: str | os.PathLike) -> Path:
@@ -132,13 +275,14 @@ class CheckpointManager:
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text)
             (tmp / META).write_text(json.dumps({**meta, "step": int(step)}, indent=2, sort_keys=True, default=float))
+            write_manifest(tmp)
             _fsync_tree(tmp)
             if final.exists():  # same step saved again (e.g. end of run right after a periodic save)
                 shutil.rmtree(final)
             os.rename(tmp, final)
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            latest = latest_checkpoint(self.model_dir)
+            latest = latest_checkpoint(self.model_dir, warn=None)
             kept = f"the last complete checkpoint {latest.path.name} is intact" if latest else "no earlier checkpoint exists"
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("\n")[0]
             # TensorFlow's writer reports errno text inside its own error type.
@@ -146,17 +290,33 @@ class CheckpointManager:
             full = next((text for code, text in space.items()
                          if (isinstance(exc, OSError) and exc.errno == code) or text in reason), None)
             if full:
-                reason, what = full, "free some space or point --model-dir elsewhere"
+                need = self._expected_bytes()
+                free = _free_bytes(self.root)
+                needed = f" (a checkpoint needs about {_human(need)}, {_human(free)} free)" if need else ""
+                reason, what = full + needed, "free some space or point --model-dir elsewhere"
             else:
                 what = "check the model dir's permissions and free space"
             raise UserError(f"could not write checkpoint {final}: {reason}; {kept}; {what}") from exc
         self._prune()
         return final
 
+    def _expected_bytes(self) -> int | None:
+        """The size of the last whole checkpoint (what the next one needs, about)."""
+        latest = latest_checkpoint(self.model_dir, warn=None)
+        if latest is None:
+            return None
+        return sum(f.stat().st_size for f in latest.path.rglob("*") if f.is_file())
+
     def _prune(self) -> None:
-        found = list_checkpoints(self.model_dir)
+        # Damaged folders count for "the last K" (they are deleted in time), but the newest valid
+        # checkpoint is always kept, whatever K says.
+        found = _scan(self.model_dir)
         keep = {c.path for c in found[-self.keep:]}
-        scored = [c for c in found if self.best_metric and self.best_metric in c.meta.get("metrics", {})]
+        newest_valid = latest_checkpoint(self.model_dir, warn=None)
+        if newest_valid is not None:
+            keep.add(newest_valid.path)
+        scored = [c for c in list_checkpoints(self.model_dir, warn=None)
+                  if self.best_metric and self.best_metric in c.meta.get("metrics", {})]
         if scored:
             pick = max if self.higher_is_better else min
             keep.add(pick(scored, key=lambda c: c.meta["metrics"][self.best_metric]).path)
@@ -165,9 +325,10 @@ class CheckpointManager:
                 shutil.rmtree(c.path, ignore_errors=True)
 
     def restore(self, info: CheckpointInfo, what: str = "this run") -> None:
-        """Load ``info`` into the tracked objects; a shape mismatch becomes a UserError."""
+        """Load ``info`` into the tracked objects; a damaged checkpoint or a shape mismatch is a UserError."""
         import tensorflow as tf
 
+        verify_checkpoint(info)
         try:
             status = self.checkpoint.read(info.tf_prefix)
             status.assert_existing_objects_matched()
@@ -180,4 +341,24 @@ class CheckpointManager:
             raise UserError(f"checkpoint {info.path} cannot be read: {exc.message.splitlines()[0]}; delete it to resume from the one before") from None
 
 
-__all__ = ["CheckpointInfo", "CheckpointManager", "checkpoint_dir", "ensure_writable", "latest_checkpoint", "list_checkpoints"]
+def _free_bytes(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+__all__ = ["MANIFEST", "CheckpointInfo", "CheckpointManager", "checkpoint_dir", "checkpoint_problem", "ensure_writable",
+           "latest_checkpoint", "latest_valid_checkpoint", "list_checkpoints", "verify_checkpoint", "write_manifest"]

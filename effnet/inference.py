@@ -99,6 +99,7 @@ def select_checkpoint(model_dir, which: str = "latest", prefer_ema: bool = True)
             f"--checkpoint {which!r} does not exist; pass 'latest', 'best', a {ckpt.PREFIX}* folder or a run folder"
         )
     if path.is_dir() and (path / (ckpt.TF_PREFIX + ".index")).is_file():
+        ckpt.verify_checkpoint(path)  # an explicitly named checkpoint: no fallback, one line naming the file
         try:
             meta = json.loads((path / ckpt.META).read_text())
         except (OSError, ValueError):

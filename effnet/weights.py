@@ -26,6 +26,7 @@ def _find_prefix(path: Path) -> str | None:
 
     if path.is_dir():
         if (path / (checkpoint.TF_PREFIX + ".index")).is_file():
+            checkpoint.verify_checkpoint(path)
             return str(path / checkpoint.TF_PREFIX)
         latest = checkpoint.latest_checkpoint(path)
         if latest is not None:
