@@ -119,6 +119,13 @@ def dataset_stats(source: DataSource, check: bool = False, sample: int = 256, pr
             ds = source.records(split).map(lambda e, l: (e, l, tf.constant("")))
         per_class: Counter = Counter()
         sizes, bad, out_of_range = [], [], []
+        # Damaged TFRecords (found when the files were counted): records whose CRC fails are read as
+        # empty placeholders; a damaged length or a truncation ends the file early.
+        damaged = getattr(source, "damaged", {})
+        damaged_names = {f"{f} record {i}" for f, c in damaged.items() for i in c.bad}
+        for f in files or []:
+            if f in damaged and damaged[f].error:
+                bad.append(f"{f}: {damaged[f].error}")
         tick = progress(split, total) if progress else None
         seen = 0
         if not check:  # labels only: do not ship image bytes to Python
@@ -135,6 +142,9 @@ def dataset_stats(source: DataSource, check: bool = False, sample: int = 256, pr
                 seen += 1
                 if tick:
                     tick(seen)
+            if check and not encoded and origin.decode() in damaged_names:
+                bad.append(f"{origin.decode()}: damaged record (data CRC mismatch)")
+                continue
             try:
                 shape = tf.io.decode_image(encoded, channels=3, expand_animations=False).shape
                 sizes.append((int(shape[0]), int(shape[1])))

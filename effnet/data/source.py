@@ -99,6 +99,7 @@ class TFRecordSource(DataSource):
         self._class_names = list(class_names) if class_names else None
         self._files: dict[str, list[str]] = {}
         self._counts: dict[str, dict[str, int]] = {}
+        self.damaged: dict[str, rec.FileCount] = {}  # files with damaged records (read under on_error='skip')
         self._info: DatasetInfo | None = None
         self.label_hint = (
             f"labels are read as image/class/label - {self.label_offset} (label_offset); set "
@@ -131,15 +132,17 @@ class TFRecordSource(DataSource):
             counts = {}
             for path in found:
                 count = self.meta.file_count(path)
-                if count.error:
-                    msg = f"TFRecord file {path} is truncated or corrupt: {count.error}"
+                if count.damaged:
+                    msg = rec.describe_damage(path, count)
+                    good = count.records - len(count.bad)
                     if self.on_error == "fail":
                         self.meta.save()
                         raise UserError(
                             f"{msg}; re-copy or re-create it, or set input_pipeline.on_error='skip' to read its "
-                            f"{count.records} complete records and go on"
+                            f"{good} intact records and go on"
                         )
-                    rec.warn(f"{msg}; reading its {count.records} complete records only (input_pipeline.on_error='skip')")
+                    rec.warn(f"{msg}; reading its {good} intact records only (input_pipeline.on_error='skip')")
+                    self.damaged[path] = count
                 counts[path] = count.records
             self.meta.save()
             counts = {p: n for p, n in counts.items() if n > 0}  # empty files are fine, just useless
@@ -221,20 +224,43 @@ class TFRecordSource(DataSource):
     def read_raw(self, files: tf.data.Dataset) -> tf.data.Dataset:
         """``(serialized_example, origin)`` for every complete record of every file in ``files``."""
         counts = {f: n for split_counts in self._counts.values() for f, n in split_counts.items()}
-        key = tuple(sorted(counts.items()))
+        # TFRecordDataset stops a file at its first damaged record; read up to there with it and the
+        # rest in Python (intact records, and an empty placeholder for each damaged one so that it
+        # keeps its position and the pipeline reports and skips it like an undecodable image).
+        prefix = {f: (min(self.damaged[f].bad) if f in self.damaged and self.damaged[f].bad else n)
+                  for f, n in counts.items()}
+        key = tuple(sorted(prefix.items()))
         if getattr(self, "_table_key", None) != key:
             with tf.init_scope():  # the table must outlive any dataset function tracing this
                 self._table = tf.lookup.StaticHashTable(
-                    tf.lookup.KeyValueTensorInitializer(tf.constant(list(counts) or [""]),
-                                                        tf.constant(list(counts.values()) or [0], tf.int64)),
+                    tf.lookup.KeyValueTensorInitializer(tf.constant(list(prefix) or [""]),
+                                                        tf.constant(list(prefix.values()) or [0], tf.int64)),
                     default_value=tf.constant(-1, tf.int64),
                 )
             self._table_key = key
         table = self._table
 
+        damaged = {f.encode(): (prefix[f], counts[f]) for f in self.damaged if f in counts}
+        placeholder = tf.train.Example().SerializeToString()  # no image: decoding it fails, by design
+
+        def rest(path):
+            if path not in damaged:
+                return
+            first, total = damaged[path]
+            for index, data in rec.iter_records(path.decode(), start=first):
+                if index >= total:
+                    return
+                yield index, (placeholder if data is None else data)
+
+        @tf.autograph.experimental.do_not_convert
         def one_file(path):
             ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20).take(table.lookup(path))
-            return ds.enumerate().map(lambda i, raw: (raw, _origin(path, i)))
+            ds = ds.enumerate().map(lambda i, raw: (raw, _origin(path, i)))
+            if not damaged:
+                return ds
+            tail = tf.data.Dataset.from_generator(
+                rest, args=(path,), output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string)))
+            return ds.concatenate(tail.map(lambda i, raw: (raw, _origin(path, i))))
 
         return files.interleave(one_file, cycle_length=self.cycle_length, block_length=1,
                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
