@@ -29,6 +29,7 @@ class PipelineOptions:
     min_files_per_shard: int = 4
     on_error: str = "fail"
     deterministic: bool = True
+    max_image_pixels: int = 8192 * 8192
 
 
 @gin.configurable("input_pipeline", module="effnet.data")
@@ -47,6 +48,7 @@ def pipeline_options(
     min_files_per_shard: int = 4,
     on_error: str = "fail",
     deterministic: bool = True,
+    max_image_pixels: int = 8192 * 8192,
 ) -> PipelineOptions:
     """Input-pipeline settings (gin: ``input_pipeline.NAME = value``).
 
@@ -62,6 +64,8 @@ def pipeline_options(
     on_error: 'fail' stops at the first unreadable image or truncated file with its name;
         'skip' reports each one on stderr (with a running count) and goes on.
     deterministic: keep element order fixed in parallel stages (same seed -> same batches).
+    max_image_pixels: an image whose header claims more pixels (height x width) is refused before
+        it is decoded (default 8192 x 8192, 192 MiB as RGB); predict, eval and training alike.
     """
     if on_error not in ON_ERROR:
         raise UserError(f"input_pipeline.on_error={on_error!r} is not one of {', '.join(ON_ERROR)}{did_you_mean(on_error, ON_ERROR)}")
@@ -78,10 +82,11 @@ def pipeline_options(
         if value != -1:
             check_number(k + name, value, low, 1024, integer=True, hint="-1 means AUTOTUNE")
     check_number(k + "min_files_per_shard", min_files_per_shard, 1, 10**6, integer=True)
+    check_number(k + "max_image_pixels", max_image_pixels, 1, 2**40, integer=True)
     return PipelineOptions(
         int(shuffle_buffer), float(min_object_covered), tuple(aspect_ratio_range), tuple(area_range), int(max_attempts),
         bool(random_flip), str(resize_method), eval_crop_fraction, int(num_parallel_calls), int(prefetch), bool(cache),
-        int(min_files_per_shard), on_error, bool(deterministic),
+        int(min_files_per_shard), on_error, bool(deterministic), int(max_image_pixels),
     )
 
 

@@ -29,11 +29,87 @@ def _decode_other(encoded: tf.Tensor) -> tf.Tensor:
     return image
 
 
-def decode_and_crop(encoded: tf.Tensor, crop_window_fn) -> tf.Tensor:
+#: The most pixels (height x width, from the file's header) an image may claim before it is
+#: decoded: 8192 x 8192 (192 MiB as RGB uint8). A few-KB PNG can claim 20000 x 20000 and make the
+#: decoder allocate gigabytes; such a file is refused by name instead. Set
+#: ``input_pipeline.max_image_pixels`` to change it.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def _bytes_at(encoded: tf.Tensor, pos: int, n: int) -> tf.Tensor:
+    """``n`` header bytes from ``pos`` as int64 (zeros when the file is shorter)."""
+    long_enough = tf.strings.length(encoded) >= pos + n
+    raw = tf.cond(long_enough, lambda: tf.strings.substr(encoded, pos, n), lambda: tf.constant(b"\0" * n))
+    return tf.cast(tf.io.decode_raw(raw, tf.uint8), tf.int64)
+
+
+def header_size(encoded: tf.Tensor) -> tf.Tensor:
+    """``[height, width]`` (int64) as the header of a JPEG, PNG, GIF or BMP says; ``[0, 0]`` if unknown.
+
+    Read from a few header bytes, without decoding any pixel.
+    """
+    magic = tf.cond(tf.strings.length(encoded) >= 4, lambda: tf.strings.substr(encoded, 0, 4),
+                    lambda: tf.constant(b""))
+
+    def be32(b):  # big-endian
+        return b[0] * 16777216 + b[1] * 65536 + b[2] * 256 + b[3]
+
+    def png():
+        b = _bytes_at(encoded, 16, 8)
+        return tf.stack([be32(b[4:8]), be32(b[0:4])])
+
+    def gif():
+        b = _bytes_at(encoded, 6, 4)
+        return tf.stack([b[2] + b[3] * 256, b[0] + b[1] * 256])
+
+    def bmp():
+        b = _bytes_at(encoded, 18, 8)
+        w = b[0] + b[1] * 256 + b[2] * 65536 + b[3] * 16777216
+        h = b[4] + b[5] * 256 + b[6] * 65536 + b[7] * 16777216
+        h = tf.where(h >= 2**31, 2**32 - h, h)  # negative height: a top-down BMP
+        w = tf.where(w >= 2**31, 2**32 - w, w)
+        return tf.stack([h, w])
+
+    def jpeg():
+        return tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
+
+    def unknown():
+        return tf.zeros([2], tf.int64)
+
+    return tf.case([
+        (tf.io.is_jpeg(encoded), jpeg),
+        (tf.equal(magic, b"\x89PNG"), png),
+        (tf.equal(magic, b"GIF8"), gif),
+        (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), bmp),
+    ], default=unknown, exclusive=False)
+
+
+def check_image_size(encoded: tf.Tensor, max_pixels: int | None = None) -> tf.Tensor:
+    """An assertion (for control dependencies) that the header's height x width <= ``max_pixels``.
+
+    ``max_pixels`` defaults to ``input_pipeline.max_image_pixels``.
+    """
+    if max_pixels is None:
+        from effnet.data.options import pipeline_options
+
+        max_pixels = pipeline_options().max_image_pixels
+    hw = header_size(encoded)
+    pixels = hw[0] * hw[1]
+    message = tf.strings.format(
+        "image claims {}x{} pixels, more than input_pipeline.max_image_pixels=" + str(int(max_pixels))
+        + " allow (refused before decoding)", (hw[1], hw[0]))
+    return tf.debugging.Assert(pixels <= int(max_pixels), [message], summarize=1)
+
+
+def decode_and_crop(encoded: tf.Tensor, crop_window_fn, max_pixels: int | None = None) -> tf.Tensor:
     """Decode ``encoded`` and crop it to ``crop_window_fn(hw) -> [y, x, h, w]`` (int32).
 
-    For JPEGs only the crop is decoded; other formats are decoded whole and sliced.
+    For JPEGs only the crop is decoded; other formats are decoded whole and sliced. An image whose
+    header claims more than ``max_pixels`` (default ``input_pipeline.max_image_pixels``) fails
+    before any pixel is decoded.
     """
+    with tf.control_dependencies([check_image_size(encoded, max_pixels)]):
+        encoded = tf.identity(encoded)
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
@@ -113,7 +189,10 @@ __all__ = [
     "MEAN_RGB",
     "STDDEV_RGB",
     "center_crop_window",
+    "MAX_IMAGE_PIXELS",
+    "check_image_size",
     "decode_and_crop",
+    "header_size",
     "decode_for_eval",
     "decode_for_train",
     "resize_uint8",
