@@ -221,6 +221,7 @@ class TFRecordSource(DataSource):
         self.meta.save()
         return num_classes, names
 
+    @tf.autograph.experimental.do_not_convert  # plain Python (a generator inside): nothing to convert
     def read_raw(self, files: tf.data.Dataset) -> tf.data.Dataset:
         """``(serialized_example, origin)`` for every complete record of every file in ``files``."""
         counts = {f: n for split_counts in self._counts.values() for f, n in split_counts.items()}
@@ -252,7 +253,6 @@ class TFRecordSource(DataSource):
                     return
                 yield index, (placeholder if data is None else data)
 
-        @tf.autograph.experimental.do_not_convert
         def one_file(path):
             ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20).take(table.lookup(path))
             ds = ds.enumerate().map(lambda i, raw: (raw, _origin(path, i)))
