@@ -567,9 +567,10 @@ def test_skipped_record_keeps_its_position(records):
 
 def test_truncated_shard_is_one_line(records, tiny_gin, tmp_path, capsys):
     shard = records / "train-00001-of-00002"
-    hostile.truncate(shard)
+    hostile.truncate(shard, keep=shard.stat().st_size - 3)  # ends inside the last record's data CRC
     line = error_line(run_inprocess(capsys, *_train_on(records, tiny_gin, tmp_path)))
-    assert f"TFRecord file {shard}: record" in line and "claims" in line
+    assert f"TFRecord file {shard}: record 11 at byte" in line and "claims" in line
+    assert "read its 11 intact records" in line
 
 
 # ==================================================================================================
