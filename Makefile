@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench reliability clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The full kill-anywhere set (20 SIGKILL points, ~20 min on 2 cores) and the hostile-input catalogue.
+reliability: $(STAMP)
+	EFFNET_RELIABILITY_FULL=1 $(PY) -m pytest tests/reliability -s $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import UserError
+from effnet.faults import point
 
 SUBDIR = "checkpoints"
 PREFIX = "ckpt-"
@@ -272,14 +273,18 @@ class CheckpointManager:
                 shutil.rmtree(tmp)
             tmp.mkdir()
             self.checkpoint.write(str(tmp / TF_PREFIX))
+            point("ckpt.after_tf_write")
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text)
             (tmp / META).write_text(json.dumps({**meta, "step": int(step)}, indent=2, sort_keys=True, default=float))
+            point("ckpt.after_meta")
             write_manifest(tmp)
             _fsync_tree(tmp)
+            point("ckpt.before_rename")
             if final.exists():  # same step saved again (e.g. end of run right after a periodic save)
                 shutil.rmtree(final)
             os.rename(tmp, final)
+            point("ckpt.after_rename")
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             latest = latest_checkpoint(self.model_dir, warn=None)
@@ -323,6 +328,7 @@ class CheckpointManager:
         for c in found:
             if c.path not in keep:
                 shutil.rmtree(c.path, ignore_errors=True)
+                point("ckpt.during_prune")
 
     def restore(self, info: CheckpointInfo, what: str = "this run") -> None:
         """Load ``info`` into the tracked objects; a damaged checkpoint or a shape mismatch is a UserError."""

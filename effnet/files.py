@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from effnet.faults import point
+
 
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
@@ -13,6 +15,7 @@ def write_text_atomic(path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
+    point(f"write.{path.name}")
     os.replace(tmp, path)
     return path
 
