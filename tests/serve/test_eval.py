@@ -108,6 +108,7 @@ def test_checkpoint_of_another_architecture(capsys, trained_run):
 
 
 def test_select_checkpoint_best_and_latest(tmp_path):
+    from effnet.checkpoint import write_manifest
     from effnet.errors import UserError
     from effnet.inference import select_checkpoint
 
@@ -116,6 +117,7 @@ def test_select_checkpoint_best_and_latest(tmp_path):
         folder.mkdir(parents=True)
         (folder / "ckpt.index").write_bytes(b"")
         (folder / "meta.json").write_text(json.dumps({"step": step, "metrics": metrics}))
+        write_manifest(folder)  # a whole checkpoint as far as integrity goes
 
     fake(10, {})
     with pytest.raises(UserError, match=r"no checkpoint in .* has a validation metric \(val_ema_top1 or val_top1\)"):
