@@ -37,6 +37,33 @@ TF_PREFIX = "ckpt"
 META = "meta.json"
 MANIFEST = "manifest.json"
 
+# The checkpoint's object graph: what each group of variables is called inside ``ckpt.index``.
+MODEL_VARIABLES = "model_variables"  # every model variable, in model.variables order
+EMA = "ema"  # the EMA's averages, in effnet.ema.averaged_variables(model) order
+
+
+def variable_key(group: str, index: int) -> str:
+    """The name of variable ``index`` of ``group`` inside a checkpoint (tf.train.Checkpoint's layout)."""
+    path = f"{EMA}/averages" if group == EMA else group
+    return f"{path}/{index}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def checkpoint_objects(model, optimizer=None, ema=None, **extra) -> dict:
+    """The objects a training checkpoint tracks, under the names :func:`variable_key` reads back."""
+    objects = {MODEL_VARIABLES: list(model.variables), **extra}
+    if optimizer is not None:
+        objects["optimizer"] = optimizer
+    if ema is not None:
+        objects[EMA] = ema
+    return objects
+
+
+def has_ema(prefix: str) -> bool:
+    """Whether the TF checkpoint at ``prefix`` (``.../ckpt``) holds EMA averages."""
+    import tensorflow as tf
+
+    return variable_key(EMA, 0) in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+
 
 @dataclass(frozen=True)
 class CheckpointInfo:
@@ -366,5 +393,6 @@ def _human(n: int | None) -> str:
     return str(n)
 
 
-__all__ = ["MANIFEST", "CheckpointInfo", "CheckpointManager", "checkpoint_dir", "checkpoint_problem", "ensure_writable",
-           "latest_checkpoint", "latest_valid_checkpoint", "list_checkpoints", "verify_checkpoint", "write_manifest"]
+__all__ = ["EMA", "MANIFEST", "MODEL_VARIABLES", "CheckpointInfo", "CheckpointManager", "checkpoint_dir",
+           "checkpoint_objects", "checkpoint_problem", "ensure_writable", "has_ema", "latest_checkpoint",
+           "latest_valid_checkpoint", "list_checkpoints", "variable_key", "verify_checkpoint", "write_manifest"]

@@ -9,47 +9,14 @@ from dataclasses import dataclass
 import gin
 
 from effnet.errors import UserError, did_you_mean
+from effnet.validate import check_number, check_pair
 
 ON_ERROR = ("fail", "skip")
 
 
+@gin.configurable("input_pipeline", module="effnet.data")
 @dataclass(frozen=True)
 class PipelineOptions:
-    shuffle_buffer: int = 10000
-    min_object_covered: float = 0.1
-    aspect_ratio_range: tuple = (3 / 4, 4 / 3)
-    area_range: tuple = (0.05, 1.0)
-    max_attempts: int = 100
-    random_flip: bool = True
-    resize_method: str = "bilinear"
-    eval_crop_fraction: float | None = None
-    num_parallel_calls: int = -1
-    prefetch: int = -1
-    cache: bool = False
-    min_files_per_shard: int = 4
-    on_error: str = "fail"
-    deterministic: bool = True
-    max_image_pixels: int = 8192 * 8192
-
-
-@gin.configurable("input_pipeline", module="effnet.data")
-def pipeline_options(
-    shuffle_buffer: int = 10000,
-    min_object_covered: float = 0.1,
-    aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
-    area_range: Sequence[float] = (0.05, 1.0),
-    max_attempts: int = 100,
-    random_flip: bool = True,
-    resize_method: str = "bilinear",
-    eval_crop_fraction: float | None = None,
-    num_parallel_calls: int = -1,
-    prefetch: int = -1,
-    cache: bool = False,
-    min_files_per_shard: int = 4,
-    on_error: str = "fail",
-    deterministic: bool = True,
-    max_image_pixels: int = 8192 * 8192,
-) -> PipelineOptions:
     """Input-pipeline settings (gin: ``input_pipeline.NAME = value``).
 
     shuffle_buffer: records in the training shuffle buffer (per process); 0 or 1 turns it off.
@@ -67,27 +34,57 @@ def pipeline_options(
     max_image_pixels: an image whose header claims more pixels (height x width) is refused before
         it is decoded (default 8192 x 8192, 192 MiB as RGB); predict, eval and training alike.
     """
-    if on_error not in ON_ERROR:
-        raise UserError(f"input_pipeline.on_error={on_error!r} is not one of {', '.join(ON_ERROR)}{did_you_mean(on_error, ON_ERROR)}")
-    from effnet.validate import check_number, check_pair
 
-    k = "input_pipeline."
-    check_number(k + "shuffle_buffer", shuffle_buffer, 0, 10**8, integer=True)
-    check_number(k + "min_object_covered", min_object_covered, 0, 1)
-    aspect_ratio_range = check_pair(k + "aspect_ratio_range", aspect_ratio_range, 0, 100, low_open=True)
-    area_range = check_pair(k + "area_range", area_range, 0, 1, low_open=True)
-    check_number(k + "max_attempts", max_attempts, 1, 10_000, integer=True)
-    check_number(k + "eval_crop_fraction", eval_crop_fraction, 0, 1, low_open=True, optional=True)
-    for name, value, low in (("num_parallel_calls", num_parallel_calls, 1), ("prefetch", prefetch, 0)):
-        if value != -1:
-            check_number(k + name, value, low, 1024, integer=True, hint="-1 means AUTOTUNE")
-    check_number(k + "min_files_per_shard", min_files_per_shard, 1, 10**6, integer=True)
-    check_number(k + "max_image_pixels", max_image_pixels, 1, 2**40, integer=True)
-    return PipelineOptions(
-        int(shuffle_buffer), float(min_object_covered), tuple(aspect_ratio_range), tuple(area_range), int(max_attempts),
-        bool(random_flip), str(resize_method), eval_crop_fraction, int(num_parallel_calls), int(prefetch), bool(cache),
-        int(min_files_per_shard), on_error, bool(deterministic), int(max_image_pixels),
-    )
+    shuffle_buffer: int = 10000
+    min_object_covered: float = 0.1
+    aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3)
+    area_range: Sequence[float] = (0.05, 1.0)
+    max_attempts: int = 100
+    random_flip: bool = True
+    resize_method: str = "bilinear"
+    eval_crop_fraction: float | None = None
+    num_parallel_calls: int = -1
+    prefetch: int = -1
+    cache: bool = False
+    min_files_per_shard: int = 4
+    on_error: str = "fail"
+    deterministic: bool = True
+    max_image_pixels: int = 8192 * 8192
+
+    def __post_init__(self):
+        if self.on_error not in ON_ERROR:
+            raise UserError(f"input_pipeline.on_error={self.on_error!r} is not one of {', '.join(ON_ERROR)}"
+                            f"{did_you_mean(self.on_error, ON_ERROR)}")
+        k = "input_pipeline."
+        check_number(k + "shuffle_buffer", self.shuffle_buffer, 0, 10**8, integer=True)
+        check_number(k + "min_object_covered", self.min_object_covered, 0, 1)
+        check_pair(k + "aspect_ratio_range", self.aspect_ratio_range, 0, 100, low_open=True)
+        check_pair(k + "area_range", self.area_range, 0, 1, low_open=True)
+        check_number(k + "max_attempts", self.max_attempts, 1, 10_000, integer=True)
+        check_number(k + "eval_crop_fraction", self.eval_crop_fraction, 0, 1, low_open=True, optional=True)
+        for name, low in (("num_parallel_calls", 1), ("prefetch", 0)):
+            if getattr(self, name) != -1:
+                check_number(k + name, getattr(self, name), low, 1024, integer=True, hint="-1 means AUTOTUNE")
+        check_number(k + "min_files_per_shard", self.min_files_per_shard, 1, 10**6, integer=True)
+        check_number(k + "max_image_pixels", self.max_image_pixels, 1, 2**40, integer=True)
+        for name, kind in self.__annotations__.items():
+            value = getattr(self, name)
+            if kind == "int":
+                value = int(value)
+            elif kind == "float":
+                value = float(value)
+            elif kind == "bool":
+                value = bool(value)
+            elif kind == "str":
+                value = str(value)
+            elif kind.startswith("Sequence"):
+                value = tuple(value)
+            object.__setattr__(self, name, value)
+
+
+def pipeline_options() -> PipelineOptions:
+    """The input-pipeline settings gin holds now."""
+    return PipelineOptions()
 
 
 __all__ = ["ON_ERROR", "PipelineOptions", "pipeline_options"]
