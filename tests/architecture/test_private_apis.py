@@ -62,5 +62,7 @@ def test_gin_registry_and_search_path_wrappers():
     assert "epochs" in config.configurable_parameters("train")
     path = config._gin_search_path()
     assert isinstance(path, list)
-    config._set_search_path([ROOT / "gin"])
+    config._set_search_path([ROOT / "gin"])  # untrusted: exactly the given folders
+    assert config._gin_search_path() == [str(ROOT / "gin")]
+    config._set_search_path([ROOT / "gin"], trust=True)  # trusted: the current folder and absolute paths too
     assert config._gin_search_path() == ["", str(ROOT / "gin")]
