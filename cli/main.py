@@ -13,7 +13,7 @@ import traceback
 import click
 
 import effnet
-from effnet.errors import UserError, one_line
+from effnet.errors import Interrupted, UserError, one_line
 
 from effnet.cli.benchmark import benchmark
 from effnet.cli.config import config, plugins
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
             hint = f"; see `{exc.ctx.command_path} --help`"
         click.echo(f"error: {one_line(exc.format_message()).rstrip('.')}{hint}", err=True)
         code = 2 if exc.exit_code in (1, 2) else exc.exit_code
+    except Interrupted as exc:  # stopped by SIGTERM/SIGINT after a checkpoint: where, and how to resume
+        click.echo(f"effnet: {exc}", err=True)
+        code = exc.exit_code
     except UserError as exc:
         if debug:
             traceback.print_exc()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["UserError", "closest", "did_you_mean", "one_line"]
+__all__ = ["Interrupted", "UserError", "closest", "did_you_mean", "one_line"]
 
 
 class UserError(Exception):
@@ -24,6 +24,18 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(one_line(message))
+
+
+class Interrupted(Exception):
+    """A run stopped on request (SIGTERM, SIGINT) after saving where it was.
+
+    Not an error: the CLI prints the message (where it stopped, the checkpoint, how to resume) and
+    exits with ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT), as schedulers expect.
+    """
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(one_line(message))
+        self.exit_code = exit_code
 
 
 def one_line(text: str) -> str:

@@ -20,6 +20,9 @@ epoch and that position). What differs between one process and many is the backe
 from __future__ import annotations
 
 import inspect
+import signal
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +32,7 @@ from effnet import checkpoint as ckpt_mod
 from effnet import config as config_mod
 from effnet import data, registry, runfolder, stages
 from effnet import precision as precision_mod
-from effnet.errors import UserError
+from effnet.errors import Interrupted, UserError
 from effnet.files import write_json_atomic
 from effnet.loggers import make_loggers
 from effnet.models import build_model, check_image_size, count_params
@@ -250,20 +253,61 @@ class Trainer:
     # -- 2. the loop -----------------------------------------------------------------------------------
     def fit(self) -> dict:
         """Set up (unless done), train every remaining stage and epoch, and return the final report."""
-        if not hasattr(self, "step"):
-            self.setup()
-        self.start_time = time.time()
+        previous = self._catch_stop_signals()
         try:
-            for stage in self.stages[self.position.stage:]:
-                if stage.end_epoch <= self.position.epoch:
-                    continue
-                self.start_stage(stage)
-                for epoch in range(max(stage.start_epoch, self.position.epoch), stage.end_epoch):
-                    self.train_epoch(stage, epoch)
-                    self.end_epoch(stage, epoch)
-            return self.finish()
+            if not hasattr(self, "step"):
+                self.setup()
+            self.start_time = time.time()
+            try:
+                for stage in self.stages[self.position.stage:]:
+                    if stage.end_epoch <= self.position.epoch:
+                        continue
+                    self.start_stage(stage)
+                    for epoch in range(max(stage.start_epoch, self.position.epoch), stage.end_epoch):
+                        self.train_epoch(stage, epoch)
+                        self.end_epoch(stage, epoch)
+                        self._stop_if_asked()
+                return self.finish()
+            finally:
+                self.log.close()
         finally:
-            self.log.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    # -- stopping on request -----------------------------------------------------------------------
+    def _catch_stop_signals(self) -> dict:
+        """SIGTERM (what schedulers send before killing) and SIGINT ask for a stop at the next step
+        boundary, after a checkpoint; a second SIGINT stops at once. Main thread only."""
+        self.stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def ask(signum, frame):
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            print(f"effnet: {signal.Signals(signum).name} received; saving a checkpoint at the next step boundary "
+                  f"(Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+
+        return {signum: signal.signal(signum, ask) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def _stop_if_asked(self) -> None:
+        """After a step or an epoch: if a stop was asked, checkpoint here (unless just done) and stop."""
+        signum = getattr(self, "stop_signal", None)
+        if signum is None:
+            return
+        gstep = int(self.global_step.numpy())
+        latest = ckpt_mod.latest_checkpoint(self.model_dir, warn=None)
+        if self.backend.is_writer and (latest is None or latest.step != gstep):
+            if int(self.step.consecutive_nonfinite.numpy()) == 0:
+                self.save()
+        latest = ckpt_mod.latest_checkpoint(self.model_dir, warn=None)
+        where = (f"epoch {self.position.epoch + 1}, step {self.position.step_in_epoch} of the epoch "
+                 f"(global step {gstep})")
+        saved = (f"checkpoint {latest.path} holds it" if latest is not None and latest.step == gstep
+                 else self._last_checkpoint_words())
+        raise Interrupted(f"stopped by {signal.Signals(signum).name} at {where}; {saved}; run the same command "
+                          f"to resume", 128 + signum)
 
     def start_stage(self, stage) -> None:
         """Apply a stage's values: model regularisation, augmenter strengths, batch, image size."""
@@ -325,6 +369,8 @@ class Trainer:
             if (cfg.checkpoint_every_steps and gstep % cfg.checkpoint_every_steps == 0
                     and step_in_epoch + 1 < steps and bad == 0):  # never checkpoint inside a non-finite streak
                 self.save()
+            if step_in_epoch + 1 < steps:  # the last step of an epoch stops after end_epoch instead
+                self._stop_if_asked()
 
     def _log_window(self, epoch: int, gstep: int, images_per_second: float) -> None:
         metrics = self.step.read_metrics()
