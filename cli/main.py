@@ -158,6 +158,10 @@ from effnet.cli.serve import COMMANDS as _serve_commands  # noqa: E402
 
 for _command in _serve_commands:
     cli.add_command(_command)
+from effnet.cli.sweep import compare as _compare, sweep as _sweep  # noqa: E402
+
+cli.add_command(_sweep)
+cli.add_command(_compare)
 
 
 # --------------------------------------------------------------------------------------------------
