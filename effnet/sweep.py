@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -29,14 +30,20 @@ import signal
 import subprocess
 import sys
 import time
+import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gin
+
+from effnet import config
+from effnet.checkpoint import ensure_writable
 from effnet.compare import SUMMARY, report_complete
 from effnet.errors import UserError
 from effnet.files import write_json_atomic
 from effnet.gintext import canonical, parse_value
+from effnet.registry import get_registry
 
 __all__ = [
     "SUMMARY",
@@ -181,8 +188,6 @@ def resolve_variants_file(name: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    from effnet import config
-
     dirs = config.search_dirs()
     for d in dirs:
         for candidate in candidates:
@@ -195,9 +200,6 @@ def resolve_variants_file(name: str) -> Path:
 
 def _needs_more(text: str) -> bool:
     """True while a binding's value has an open bracket or triple-quoted string (continues on the next line)."""
-    import io
-    import tokenize
-
     try:
         for _ in tokenize.generate_tokens(io.StringIO(text + "\n").readline):
             pass
@@ -494,9 +496,6 @@ class Sweep:
 
     def validate(self) -> None:
         """Parse the experiment with each variant's bindings (gin names and syntax, nothing is built)."""
-        from effnet import config
-        from effnet.registry import get_registry
-
         get_registry()
         for v in self.variants:
             params = [*self.gin_params, *v.params()]
@@ -511,8 +510,6 @@ class Sweep:
                         message = f"{where}: {message[len(prefix):]}"
                         break
                 raise UserError(f"variant {v.name}: {message}") from None
-        import gin
-
         gin.clear_config()
 
     def folder(self, variant: Variant) -> Path:
@@ -520,8 +517,6 @@ class Sweep:
 
     def train_args(self, variant: Variant) -> list[str]:
         """The `effnet train` arguments of a run (absolute paths, so the same from any working folder)."""
-        from effnet import config
-
         args = ["train"]
         for name in self.gin_files:
             args += ["--gin", str(config.resolve_gin_file(name))]
@@ -548,17 +543,21 @@ class Sweep:
             if old.get("status") == "running" and _pid_alive(old.get("pid"), folder):
                 raise UserError(f"run {v.name} is still being trained by process {old['pid']} (from an earlier sweep); "
                                 f"wait for it or stop it, then run the sweep again")
-            same_args = old.get("args") in (None, args)
-            done = report_complete(folder) and same_args
+            finished = report_complete(folder)
+            changed = finished and old.get("args") not in (None, args)
+            done = finished and not changed
+            attempts = old.get("attempts") if isinstance(old.get("attempts"), int) else 0
             record = {
                 "name": v.name, "folder": str(folder), "bindings": v.bindings, "seed": v.seed,
                 "status": "done" if done else "pending",
                 "exit_code": old.get("exit_code") if done else None,
-                "error": None, "log": str(folder / TRAIN_LOG), "attempts": int(old.get("attempts") or 0),
+                "error": None, "log": str(folder / TRAIN_LOG), "attempts": attempts,
                 "pid": None, "seconds": old.get("seconds") if done else None, "args": args,
             }
             if not done and old.get("status") in ("failed", "running", "pending") and old.get("error"):
                 record["previous_error"] = old["error"]
+            if changed:
+                record["note"] = "its arguments changed since it finished: effnet train continues from its last checkpoint"
             records.append(record)
         return records
 
@@ -576,8 +575,6 @@ class Sweep:
 
     def run(self, echo: Callable[[str], None] = print, env: dict | None = None) -> list[dict]:
         """Train every variant that is not finished, one after another; returns the final records."""
-        from effnet.checkpoint import ensure_writable
-
         ensure_writable(self.root)
         with _lock(self.root):
             records = self.initial_records()
@@ -600,7 +597,8 @@ class Sweep:
         log_path = folder / TRAIN_LOG
         cmd = self.command(variant)
         resuming = any((folder / "checkpoints").glob("ckpt-*")) if (folder / "checkpoints").is_dir() else False
-        echo(f"{tag}: {'resuming' if resuming else 'training'} (output: {log_path})")
+        note = f"; {record['note']}" if record.get("note") else ""
+        echo(f"{tag}: {'resuming' if resuming else 'training'} (output: {log_path}){note}")
         with open(log_path, "a") as log:
             log.write(f"# effnet sweep {_now()}: {shlex.join(cmd)}\n")
             log.flush()

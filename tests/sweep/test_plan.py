@@ -10,6 +10,7 @@ from effnet.errors import UserError
 from effnet.sweep import Sweep, grid, parse_variants_file, parse_vary, run_name
 from tests.clitools import run_inprocess
 from tests.engine import runs
+from tests.sweep.folders import make_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]*$")
@@ -191,3 +192,57 @@ def test_shipped_ablation_is_found_by_name_and_packaged(capsys, tmp_path):
     shipped = {p.relative_to(ROOT / "gin") for p in (ROOT / "gin").rglob("*.variants")}
     covered = {p.relative_to(ROOT / "gin") for pattern in patterns for p in (ROOT / "gin").glob(pattern)}
     assert shipped and shipped <= covered
+
+
+# --------------------------------------------------------------------------------------------------
+# State: what a second invocation skips, and what it refuses
+
+
+def _plan(tmp_path, *varies, gin_params=()):
+    gin = runs.write_gin(tmp_path)
+    return Sweep.plan(tmp_path / "sweep", [str(gin)], list(gin_params), varies=list(varies))
+
+
+def test_a_finished_run_is_skipped_unless_its_arguments_changed(tmp_path):
+    plan = _plan(tmp_path, "train.ema_decay=[None, 0.9]")
+    make_run(plan.folder(plan.variants[0]), {"train.ema_decay": "None"}, {"val_top1": 0.5})
+    make_run(plan.folder(plan.variants[1]), {}, None)  # interrupted: no report
+    records = plan.initial_records()
+    assert [r["status"] for r in records] == ["done", "pending"]
+    plan.write_summary(records)
+    assert [r["status"] for r in plan.initial_records()] == ["done", "pending"]
+    changed = _plan(tmp_path, "train.ema_decay=[None, 0.9]", gin_params=["train.epochs=3"])
+    records = changed.initial_records()
+    assert records[0]["status"] == "pending" and "arguments changed" in records[0]["note"]
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
+    import fcntl
+
+    plan = _plan(tmp_path, "train.ema_decay=[None, 0.9]")
+    plan.root.mkdir(parents=True)
+    with open(plan.root / ".sweep.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="another effnet sweep is running in"):
+            plan.run(echo=lambda line: None)
+    assert not plan.folder(plan.variants[0]).exists()
+
+
+def test_a_run_still_trained_by_an_earlier_sweep_is_not_started_twice(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    plan = _plan(tmp_path, "train.ema_decay=[None, 0.9]")
+    folder = plan.folder(plan.variants[0])
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(folder)])
+    try:
+        plan.root.mkdir(parents=True)
+        records = [{"name": plan.variants[0].name, "status": "running", "pid": busy.pid}]
+        (plan.root / "sweep.json").write_text(json.dumps({"runs": records}))
+        with pytest.raises(UserError, match=f"is still being trained by process {busy.pid}"):
+            plan.run(echo=lambda line: None)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert [r["status"] for r in plan.initial_records()] == ["pending", "pending"], "a dead process is not running"
