@@ -82,9 +82,9 @@ def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, l
 @click.option("--format", "fmt", type=FORMAT, default="table", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw every run's validation curve into this PNG.")
-@click.option("--plot-metric", default="val_top1", show_default=True,
-              type=click.Choice(["val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss"]),
-              help="The curve to draw.")
+@click.option("--plot-metric", default="top1", show_default=True,
+              type=click.Choice(["top1", "val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss"]),
+              help="The curve to draw; top1: the EMA weights' top-1 where a run keeps an EMA, else the raw weights'.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
 def compare(run_dirs, fmt, plot_path, plot_metric, output):
     """Compare runs: a column per gin binding that differs, and the final metrics.

@@ -31,7 +31,7 @@ from pathlib import Path
 from effnet.errors import UserError
 from effnet.gintext import parse_bindings
 
-__all__ = ["FORMATS", "METRICS", "Comparison", "Run", "collect", "compare", "report_complete", "plot", "read_run", "render"]
+__all__ = ["FORMATS", "METRICS", "PLOT_METRICS", "Comparison", "Run", "collect", "compare", "report_complete", "plot", "read_run", "render"]
 
 OPERATIVE_CONFIG = "operative_config.gin"
 REPORT = "report.json"
@@ -50,6 +50,7 @@ METRICS = [
     ("global_step", "steps", "int"), ("wall_seconds", "wall_s", "sec"), ("img_per_s", "img/s", "sec"),
 ]
 CURVE_METRICS = ("val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss")
+PLOT_METRICS = ("top1", *CURVE_METRICS)  # 'top1': the EMA weights' top-1 where a run keeps an EMA, else the raw
 
 
 @dataclass
@@ -420,47 +421,64 @@ def _as_csv(comparison: Comparison) -> str:
     return out.getvalue()
 
 
-def plot(comparison: Comparison, path: str | Path, metric: str = "val_top1") -> list[tuple[str, int]]:
+def _curve_key(run: Run, metric: str) -> str | None:
+    """The log key drawn for ``metric``; 'top1' is the EMA weights' top-1 when the run keeps an EMA, else the raw one."""
+    keys = ("val_ema_top1", "val_top1") if metric == "top1" else (metric,)
+    return next((k for k in keys if any(k in p for p in run.curve)), None)
+
+
+def plot(comparison: Comparison, path: str | Path, metric: str = "top1") -> list[tuple[str, int]]:
     """Overlay every run's validation curve (``metric`` against epochs) in one PNG.
 
-    Returns what it drew: ``(legend label, number of points)`` per curve, one per run that has at
-    least one evaluation with ``metric``. Needs matplotlib (``pip install 'effnet[plot]'``).
+    ``metric`` is one of :data:`PLOT_METRICS`; the default 'top1' draws the top-1 of the weights a
+    run would be used with: its EMA when it keeps one (marked "EMA" in the legend), else the raw
+    weights. Returns what it drew: ``(legend label, number of points)`` per curve, one per run with
+    at least one evaluation. Needs matplotlib (``pip install 'effnet[plot]'``).
     """
-    if metric not in CURVE_METRICS:
-        raise UserError(f"plot metric {metric!r} is not one of {', '.join(CURVE_METRICS)}")
+    if metric not in PLOT_METRICS:
+        raise UserError(f"plot metric {metric!r} is not one of {', '.join(PLOT_METRICS)}")
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise UserError("drawing the curves needs matplotlib: pip install 'effnet[plot]' (or leave out --plot)") from None
     fig, ax = plt.subplots(figsize=(9, 5))
     drawn: list[tuple[str, int]] = []
-    colours = {}
+    missing: list[str] = []
+    colours: dict[tuple, str] = {}
     for run in comparison.runs:
-        points = [(p["epoch"], p[metric]) for p in run.curve if metric in p and p.get("epoch") is not None]
+        key = _curve_key(run, metric)
+        points = [(p["epoch"], p[key]) for p in run.curve if key in p and p.get("epoch") is not None] if key else []
         if not points:
+            missing.append(f"{run.name} ({run.status})")
             continue
         label = comparison.label(run)
+        if metric == "top1" and key == "val_ema_top1":
+            label += " [EMA]"
+        if run.status != "done":
+            label += f" ({run.status})"
         if comparison.grouped:  # one colour per variant, one curve per seed
             group = tuple(run.bindings.get(c) for c in comparison.columns if c != SEED_KEY)
             colour = colours.setdefault(group, f"C{len(colours) % 10}")
         else:
             colour = f"C{len(drawn) % 10}"
-        if run.status != "done":
-            label = f"{label} ({run.status})"
         xs, ys = zip(*points)
-        scale = 100 if "top" in metric else 1
+        scale = 100 if "top" in key else 1
         ax.plot(xs, [scale * y for y in ys], marker="o", color=colour, label=label,
                 linestyle="-" if run.status == "done" else "--")
         drawn.append((label, len(points)))
-    missing = [f"{r.name} ({r.status})" for r in comparison.runs if not any(metric in p for p in r.curve)]
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric.replace("val_", "validation ").replace("top", "top-") + (" (%)" if "top" in metric else ""))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if metric == "top1":
+        ax.set_ylabel("validation top-1 (%), EMA weights where kept")
+    else:
+        ax.set_ylabel(metric.replace("val_", "validation ").replace("_", " ") + (" (%)" if "top" in metric else ""))
     title = "what differs: " + (", ".join(comparison.columns) if comparison.columns else "nothing")
     if missing:
-        title += f"\nno {metric} yet: {', '.join(missing)}"
+        title += f"\nno evaluation yet: {', '.join(missing)}"
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     if drawn:

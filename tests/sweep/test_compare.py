@@ -33,6 +33,9 @@ def test_columns_are_exactly_the_bindings_that_differ(tmp_path):
     header = table.splitlines()[0].split()
     assert header[:4] == ["run", "train.ema_decay", "train.stage_schedule", "status"] and "top1" in header
     assert "50.00" in table and "75.00" in table
+    drawn = compare.plot(result, tmp_path / "curves.png")  # EMA top-1 where a run keeps an EMA, else raw
+    assert drawn == [("ema_decay=None, stage_schedule=single", 2), ("ema_decay=0.99, stage_schedule=progressive [EMA]", 2),
+                     ("ema_decay=0.99, stage_schedule=single [EMA]", 2)]
 
 
 def test_seeds_merge_into_mean_and_spread(tmp_path):
@@ -151,5 +154,5 @@ def test_compare_command_formats_output_file_and_plot(capsys, tmp_path):
     assert "curves of 2 runs" in result.out and (tmp_path / "p.png").stat().st_size > 1000
     result = run_inprocess(capsys, "compare", str(a), str(b), "--format", "json")
     assert json.loads(result.out)["columns"] == ["train.lr_init"]
-    with pytest.raises(UserError, match="plot metric 'top1' is not one of"):
-        compare.plot(compare.compare(compare.collect([a])), tmp_path / "x.png", metric="top1")
+    with pytest.raises(UserError, match="plot metric 'top_1' is not one of"):
+        compare.plot(compare.compare(compare.collect([a])), tmp_path / "x.png", metric="top_1")

@@ -97,4 +97,4 @@ def test_sweep_survives_a_failure_and_a_sigkill(tmp_path, capsys):
     assert (root / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     drawn = compare.plot(compare.compare(compare.collect([root])), tmp_path / "again.png")
     assert [n for _, n in drawn] == [2, 2, 2]
-    assert [label for label, _ in drawn] == [n.replace(",", ", ") for n in NAMES[:3]]
+    assert [label for label, _ in drawn] == [n.replace(",", ", ") + " [EMA]" for n in NAMES[:3]]
