@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import statistics
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from pathlib import Path
 from effnet.errors import UserError
 from effnet.gintext import parse_bindings
 
-__all__ = ["FORMATS", "METRICS", "PLOT_METRICS", "Comparison", "Run", "collect", "compare", "report_complete", "plot", "read_run", "render"]
+__all__ = ["FORMATS", "METRICS", "PLOT_METRICS", "Comparison", "Run", "collect", "compare", "pid_alive", "report_complete", "plot", "read_run", "render"]
 
 OPERATIVE_CONFIG = "operative_config.gin"
 REPORT = "report.json"
@@ -130,6 +131,25 @@ def report_complete(folder: str | Path) -> bool:
     return not isinstance(total, int) or step >= total
 
 
+def pid_alive(pid, folder: Path) -> bool:
+    """Is ``pid`` a live (not zombie) process working on ``folder``? (Linux /proc; elsewhere: it exists.)"""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            return False
+        return state != "Z" and str(folder) in cmdline
+    return True
+
+
 def _sweep_record(folder: Path) -> dict | None:
     try:
         summary = json.loads((folder.parent / SUMMARY).read_text())
@@ -187,13 +207,15 @@ def read_run(folder: str | Path, record: dict | None = None) -> Run:
         run.metrics["img_per_s"] = statistics.median(rates)
     if wall is not None:
         run.metrics["wall_seconds"] = wall
+    started = run.full_config or bool(run.curve) or (folder / "checkpoints").is_dir()
     if report_ok:
         run.status = "done"
-    elif record and record.get("status") in ("failed", "running", "pending"):
-        run.status = record["status"]
-        run.error = record.get("error") if run.status == "failed" else None
-    elif run.full_config or run.curve or (folder / "checkpoints").is_dir():
-        run.status = "incomplete"  # stopped, or training outside a sweep
+    elif record and record.get("status") == "failed":
+        run.status, run.error = "failed", str(record.get("error") or "failed")
+    elif record and record.get("status") == "running" and pid_alive(record.get("pid"), folder):
+        run.status = "running"
+    elif started:
+        run.status = "incomplete"  # stopped (it resumes when trained again), or training outside a sweep
     elif not record:
         raise UserError(f"{folder}: not an effnet run folder (no {OPERATIVE_CONFIG}, {REPORT} or {LOG}); "
                         f"pass run folders or a sweep folder")

@@ -39,7 +39,7 @@ import gin
 
 from effnet import config
 from effnet.checkpoint import ensure_writable
-from effnet.compare import SUMMARY, report_complete
+from effnet.compare import SUMMARY, pid_alive, report_complete
 from effnet.errors import UserError
 from effnet.files import write_json_atomic
 from effnet.gintext import canonical, parse_value
@@ -333,25 +333,6 @@ def read_summary(root: Path) -> dict | None:
     return data
 
 
-def _pid_alive(pid, folder: Path) -> bool:
-    """Is ``pid`` a live (not zombie) process working on ``folder``? (Linux /proc; elsewhere: it exists.)"""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    proc = Path(f"/proc/{pid}")
-    if proc.is_dir():
-        try:
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):
-            return False
-        return state != "Z" and str(folder) in cmdline
-    return True
-
-
 def _error_line(log_path: Path, offset: int, code: int) -> str:
     """The one-line error an `effnet train` attempt printed (from ``offset`` in its log), or what ended it."""
     try:
@@ -540,7 +521,7 @@ class Sweep:
             folder = self.folder(v)
             old = previous.get(v.name, {})
             args = self.train_args(v)
-            if old.get("status") == "running" and _pid_alive(old.get("pid"), folder):
+            if old.get("status") == "running" and pid_alive(old.get("pid"), folder):
                 raise UserError(f"run {v.name} is still being trained by process {old['pid']} (from an earlier sweep); "
                                 f"wait for it or stop it, then run the sweep again")
             finished = report_complete(folder)

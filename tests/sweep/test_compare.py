@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import subprocess
 import sys
 
 import pytest
@@ -80,29 +81,36 @@ def test_hostile_operative_config_is_never_executed(tmp_path, monkeypatch):
 def test_failed_running_and_pending_runs_from_a_sweep_summary(tmp_path):
     root = tmp_path / "sweep"
     make_run(root / "ema_decay=None", {"train.ema_decay": "None"}, {"val_top1": 0.5}, [(0.5, None)])
-    make_run(root / "ema_decay=0.5", {"train.ema_decay": "0.5"}, None, [(0.2, 0.2)])  # interrupted, no report
+    running = make_run(root / "ema_decay=0.5", {"train.ema_decay": "0.5"}, None, [(0.2, 0.2)])  # no report yet
+    make_run(root / "ema_decay=0.6", {"train.ema_decay": "0.6"}, None, [(0.3, 0.3)])  # its sweep was killed
     (root / "ema_decay=0").mkdir()  # failed before writing anything
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(running)])
     records = [
         {"name": "ema_decay=None", "bindings": {"train.ema_decay": "None"}, "status": "done"},
-        {"name": "ema_decay=0.5", "bindings": {"train.ema_decay": "0.5"}, "status": "running", "pid": 1},
+        {"name": "ema_decay=0.5", "bindings": {"train.ema_decay": "0.5"}, "status": "running", "pid": trainer.pid},
+        {"name": "ema_decay=0.6", "bindings": {"train.ema_decay": "0.6"}, "status": "running", "pid": 1},
         {"name": "ema_decay=0", "bindings": {"train.ema_decay": "0"}, "status": "failed",
          "error": "train.ema_decay=0 must be in (0, 1), or None to turn EMA off"},
         {"name": "ema_decay=0.7", "bindings": {"train.ema_decay": "0.7"}, "status": "pending"},
     ]
     (root / "sweep.json").write_text(json.dumps({"runs": records}))
-    result = compare.compare(compare.collect([root]))
-    assert [r.status for r in result.runs] == ["done", "running", "failed", "pending"]
+    try:
+        result = compare.compare(compare.collect([root]))
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert [r.status for r in result.runs] == ["done", "running", "incomplete", "failed", "pending"]
     assert result.columns == ["train.ema_decay"]
-    assert [r.bindings["train.ema_decay"] for r in result.rows] == ["None", "0.5", "0", "0.7"]
+    assert [r.bindings["train.ema_decay"] for r in result.rows] == ["None", "0.5", "0.6", "0", "0.7"]
     assert result.rows[1].stats["val_top1"][0] == 0.2, "an unfinished run shows its latest evaluation"
     table = compare.render(result, "markdown")
     assert "| ema_decay=0 | 0 | failed |" in table
     assert "- ema_decay=0: train.ema_decay=0 must be in (0, 1)" in table
     data = json.loads(compare.render(result, "json"))
     assert data["columns"] == ["train.ema_decay"]
-    assert data["runs"][2]["status"] == "failed" and data["runs"][2]["error"].startswith("train.ema_decay=0")
+    assert data["runs"][3]["status"] == "failed" and data["runs"][3]["error"].startswith("train.ema_decay=0")
     drawn = compare.plot(result, tmp_path / "c.png", metric="val_top1")
-    assert [n for _, n in drawn] == [1, 1] and "(running)" in drawn[1][0]
+    assert [n for _, n in drawn] == [1, 1, 1] and "(running)" in drawn[1][0] and "(incomplete)" in drawn[2][0]
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
