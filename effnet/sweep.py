@@ -18,6 +18,7 @@ the others (``effnet train`` continues from the latest checkpoint in its folder)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import hashlib
 import io
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,9 +94,6 @@ class Variant:
         if self.seed is not None:
             out.append(f"{SEED_KEY} = {self.seed}")
         return out
-
-    def all_bindings(self) -> dict[str, str]:
-        return {**self.bindings, **({SEED_KEY: str(self.seed)} if self.seed is not None else {})}
 
 
 def _short_hash(text: str, n: int = 6) -> str:
@@ -337,7 +336,7 @@ def _error_line(log_path: Path, offset: int, code: int) -> str:
     """The one-line error an `effnet train` attempt printed (from ``offset`` in its log), or what ended it."""
     try:
         with open(log_path, "rb") as f:
-            f.seek(offset)
+            f.seek(max(offset, f.seek(0, os.SEEK_END) - 65536))  # the error is at the end of a long log
             tail = f.read().decode(errors="replace").splitlines()
     except OSError:
         tail = []
@@ -363,8 +362,6 @@ def _die_with_parent(parent: int):
 
     def preexec():
         try:
-            import ctypes
-
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except Exception:  # noqa: BLE001 - best effort
             pass
@@ -469,6 +466,9 @@ class Sweep:
                 raise UserError(f"--launcher {launcher!r}: {exc}; quote it as one shell word list, e.g. 'horovodrun -np 2'") from None
             if not launch or not all(launch):
                 raise UserError(f"--launcher {launcher!r} is empty or has an empty word; give a command such as 'horovodrun -np 2' or leave it out")
+            if shutil.which(launch[0]) is None:
+                raise UserError(f"--launcher {launcher!r}: command {launch[0]!r} not found (not a file, not on PATH); "
+                                f"install it or give its full path")
         spec["launcher"] = launcher
         return cls(root=Path(root).absolute(), gin_files=list(gin_files), variants=variants, gin_params=list(gin_params),
                    data_dir=data_dir, launcher=launch, spec=spec)
@@ -585,8 +585,16 @@ class Sweep:
             log.flush()
             offset = log.tell()
             start = time.time()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    preexec_fn=_die_with_parent(os.getpid()))
+            try:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                        preexec_fn=_die_with_parent(os.getpid()))
+            except OSError as exc:  # the launcher vanished or is not executable: this run fails, the others go on
+                error = f"cannot start {cmd[0]!r}: {exc.strerror or exc}"
+                log.write(f"error: {error}\n")
+                record.update(status="failed", pid=None, exit_code=None, error=error, attempts=record["attempts"] + 1)
+                echo(f"{tag}: failed: {error}")
+                self.write_summary(records)
+                return
             record.update(status="running", pid=proc.pid, attempts=record["attempts"] + 1, started=_now(),
                           exit_code=None, error=None)
             self.write_summary(records)
