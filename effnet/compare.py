@@ -29,16 +29,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from effnet.config import OPERATIVE_CONFIG
 from effnet.errors import UserError
-from effnet.gintext import parse_bindings
+from effnet.gintext import parse_bindings, short_labels
 
 __all__ = ["FORMATS", "METRICS", "PLOT_METRICS", "Comparison", "Run", "collect", "compare", "pid_alive", "report_complete", "plot", "read_run", "render"]
 
-OPERATIVE_CONFIG = "operative_config.gin"
-REPORT = "report.json"
-LOG = "log.json"
+REPORT = "report.json"  # written by effnet.train.run
+LOG = "log.json"  # the dllogger sink's default file name (a run may bind dllogger.filename to another)
 SUMMARY = "sweep.json"  # written by effnet sweep in the folder that holds its runs
-IGNORED_KEYS = {"MODEL_DIR", "train.model_dir"}  # every run has its own folder
+RUN_DIR_KEYS = {"MODEL_DIR", "train.model_dir"}  # every run has its own folder: never a column
 SEED_KEY = "train.seed"
 FORMATS = ("table", "csv", "json", "markdown")
 MAX_CONFIG_BYTES = 4 << 20
@@ -184,7 +184,10 @@ def read_run(folder: str | Path, record: dict | None = None) -> Run:
             return Run(folder, folder.name, "invalid", str(exc))
         run.bindings = {**run.bindings, **bindings}
         run.full_config = True
-    run.curve, rates, wall = _read_log(folder / LOG)
+    log_name = _unquote(run.bindings.get("dllogger.filename", repr(LOG))) if run.full_config else LOG
+    if "/" in log_name or "\\" in log_name or log_name in ("", ".", ".."):
+        log_name = LOG  # only a file inside the run folder is read
+    run.curve, rates, wall = _read_log(folder / log_name)
     if run.curve:
         run.metrics.update({k: v for k, v in run.curve[-1].items() if k in CURVE_METRICS or k == "global_step"})
     report_path = folder / REPORT
@@ -294,13 +297,8 @@ class Comparison:
         """What differs, for a legend: 'ema_decay=None, stage_schedule=single'."""
         if not self.columns:
             return run.name
-        labels = _short_labels(self.columns)
+        labels = short_labels(self.columns)
         return ", ".join(f"{labels[c]}={_unquote(run.bindings.get(c, '?'))}" for c in self.columns)
-
-
-def _short_labels(keys: Sequence[str]) -> dict[str, str]:
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
 def _unquote(value: str) -> str:
@@ -309,7 +307,7 @@ def _unquote(value: str) -> str:
 
 def _differing(runs: Sequence[Run]) -> list[str]:
     full = [r for r in runs if r.full_config]
-    keys = sorted({k for r in runs for k in r.bindings} - IGNORED_KEYS)
+    keys = sorted({k for r in runs for k in r.bindings} - RUN_DIR_KEYS)
     columns = []
     for key in keys:
         if any(key not in r.bindings for r in full):

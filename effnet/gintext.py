@@ -20,7 +20,7 @@ from gin import config_parser
 
 from effnet.errors import UserError
 
-__all__ = ["Binding", "Reference", "binding_key", "canonical", "parse_bindings", "parse_value"]
+__all__ = ["Binding", "Reference", "binding_key", "canonical", "parse_bindings", "parse_value", "short_labels"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,10 @@ def parse_value(text: str, where: str):
     if len(statements) != 1 or not isinstance(statements[0], config_parser.BindingStatement):
         raise UserError(f"{where}: {text!r} is not one gin value")
     return statements[0].value
+
+
+def short_labels(keys) -> dict[str, str]:
+    """Each key's parameter name ('train.ema_decay' -> 'ema_decay') when no other key has it, else the whole key."""
+    keys = list(keys)
+    last = [k.rsplit(".", 1)[-1].rsplit("/", 1)[-1] for k in keys]
+    return {k: (short if last.count(short) == 1 else k) for k, short in zip(keys, last)}

@@ -41,10 +41,10 @@ import gin
 
 from effnet import config
 from effnet.checkpoint import ensure_writable
-from effnet.compare import SUMMARY, pid_alive, report_complete
+from effnet.compare import RUN_DIR_KEYS, SEED_KEY, SUMMARY, pid_alive, report_complete
 from effnet.errors import UserError
 from effnet.files import write_json_atomic
-from effnet.gintext import canonical, parse_value
+from effnet.gintext import canonical, parse_value, short_labels
 from effnet.registry import get_registry
 
 __all__ = [
@@ -66,8 +66,6 @@ __all__ = [
 TRAIN_LOG = "sweep_train.log"  # in each run folder: the output of every `effnet train` attempt
 VARIANTS_SUFFIX = ".variants"
 RESERVED_NAMES = {SUMMARY, "compare.png", ".sweep.lock"}
-SEED_KEY = "train.seed"
-RUN_DIR_KEYS = {"MODEL_DIR", "train.model_dir"}  # the sweep sets these itself
 MAX_VARIANTS_FILE = 1 << 20
 
 _KEY_RE = re.compile(r"^(?:[A-Za-z_][\w.]*/)*[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
@@ -114,12 +112,6 @@ def _value_token(value: str) -> str:
     return f"{readable[:40]}-{_short_hash(value)}"
 
 
-def _key_labels(keys: Sequence[str]) -> dict[str, str]:
-    """The parameter name alone when it is unique among ``keys``, else the whole key ('/' -> '.')."""
-    last = [k.rsplit(".", 1)[-1].rsplit("/", 1)[-1] for k in keys]
-    return {k: (short if last.count(short) == 1 else k.replace("/", ".")) for k, short in zip(keys, last)}
-
-
 def run_name(bindings: dict[str, str], seed: int | None = None, name: str | None = None) -> str:
     """The folder name of a variant: a function of its bindings (or given name) and seed only.
 
@@ -128,8 +120,8 @@ def run_name(bindings: dict[str, str], seed: int | None = None, name: str | None
     """
     if name is None:
         keys = sorted(bindings)
-        labels = _key_labels(keys)
-        name = ",".join(f"{labels[k]}={_value_token(bindings[k])}" for k in keys)
+        labels = short_labels(keys)  # 'ema_decay', or the whole key when two share a parameter name
+        name = ",".join(f"{labels[k].replace('/', '.')}={_value_token(bindings[k])}" for k in keys)
     parts = [p for p in (name, f"seed={seed}" if seed is not None else "") if p]
     full = ",".join(parts) or "base"
     if len(full) > _MAX_NAME:

@@ -164,3 +164,11 @@ def test_compare_command_formats_output_file_and_plot(capsys, tmp_path):
     assert json.loads(result.out)["columns"] == ["train.lr_init"]
     with pytest.raises(UserError, match="plot metric 'top_1' is not one of"):
         compare.plot(compare.compare(compare.collect([a])), tmp_path / "x.png", metric="top_1")
+
+
+def test_the_log_file_named_in_the_operative_config_is_read_but_only_inside_the_run(tmp_path):
+    renamed = make_run(tmp_path / "renamed", {"dllogger.filename": "'metrics.json'"}, {"val_top1": 0.5}, [(0.4, 0.4), (0.5, 0.5)])
+    (renamed / "log.json").rename(renamed / "metrics.json")
+    assert len(compare.read_run(renamed).curve) == 2
+    outside = make_run(tmp_path / "outside", {"dllogger.filename": "'../renamed/metrics.json'"}, {"val_top1": 0.5}, [(0.5, 0.5)])
+    assert len(compare.read_run(outside).curve) == 1, "reads its own log.json, not another folder's file"
