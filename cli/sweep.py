@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -53,8 +54,6 @@ def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, l
                       seeds=seeds, launcher=launcher)
     plan.validate()
     if dry_run:
-        import shlex
-
         for record in plan.initial_records():
             variant = next(v for v in plan.variants if v.name == record["name"])
             click.echo(f"{record['name']}  [{'finished' if record['status'] == 'done' else 'to run'}]")
