@@ -108,7 +108,7 @@ def _value_token(value: str) -> str:
         return parsed  # 'single' -> single (no other literal spells like an identifier)
     if not isinstance(parsed, str) and _SAFE_TOKEN.match(value):
         return value  # numbers, None, True, False
-    readable = re.sub(r"[^A-Za-z0-9.+-]+", "_", value).strip("_.") or "v"
+    readable = re.sub(r"[^A-Za-z0-9.+-]+", "_", value).strip("_.") or "empty"
     return f"{readable[:40]}-{_short_hash(value)}"
 
 
