@@ -468,8 +468,10 @@ class Sweep:
     # -- checks and commands --------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Parse the experiment with each variant's bindings (gin names and syntax, nothing is built)."""
+        """Parse the experiment, then the experiment with each variant's bindings (gin names and syntax; nothing is built)."""
         get_registry()
+        macros = {"MODEL_DIR": str(self.root), "DATA_DIR": self.data_dir}
+        config.parse(self.gin_files, self.gin_params, macros=macros, finalize=False)  # errors shared by every variant
         for v in self.variants:
             params = [*self.gin_params, *v.params()]
             try:

@@ -108,6 +108,7 @@ def test_launcher_prefixes_every_run(capsys, tmp_path):
                                               "parameter named 'ema_dcay': 'train.ema_dcay = None' (did you mean 'ema_decay'?)"),
     (["--vary", "train.ema_decay=[None]", "--launcher", "  "], "is empty or has an empty word"),
     (["--variants", "no/such/file"], "variants file 'no/such/file' not found"),
+    (["--vary", "train.ema_decay=[None]", "--gin-param", "train.epoch=3"], "error: --gin-param 'train.epoch=3': Configurable"),
     (["--vary", "train.ema_decay=[None]", "--launcher", "no-such-launcher -np 2"], "command 'no-such-launcher' not found"),
 ])
 def test_option_errors_are_one_line(capsys, tmp_path, options, expected):
