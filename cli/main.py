@@ -23,6 +23,7 @@ from effnet.cli.export import export
 from effnet.cli.import_weights import import_weights
 from effnet.cli.options import CONTEXT
 from effnet.cli.predict import predict
+from effnet.cli.sweep import compare, sweep
 from effnet.cli.train import train
 
 
@@ -43,7 +44,7 @@ def cli(debug: bool) -> None:
     """
 
 
-for _command in (train, eval_, predict, benchmark, export, config, plugins, data, import_weights):
+for _command in (train, eval_, predict, benchmark, export, config, plugins, data, import_weights, sweep, compare):
     cli.add_command(_command)
 
 
