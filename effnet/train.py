@@ -94,6 +94,12 @@ class TrainConfig:
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}; "
                 f"pick a batch size that is a multiple of the accumulation steps"
             )
+        # Booleans must be booleans: a string "0" or "False" is truthy in Python, which is how the
+        # reference scripts' flags could not be turned off (docs/differences.md).
+        for name in ("decay_bias", "decay_norm", "deferred_mixing", "deterministic", "replace_head", "plot", "xla"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "xla" and value is None):
+                raise UserError(f"train.{name}={value!r} must be True or False (gin booleans are written without quotes)")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"train.label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:

@@ -63,6 +63,9 @@ def pipeline_options(
         'skip' reports each one on stderr (with a running count) and goes on.
     deterministic: keep element order fixed in parallel stages (same seed -> same batches).
     """
+    for name, value in (("random_flip", random_flip), ("cache", cache), ("deterministic", deterministic)):
+        if not isinstance(value, bool):  # a string "0" would otherwise count as true
+            raise UserError(f"input_pipeline.{name}={value!r} must be True or False (gin booleans are written without quotes)")
     if on_error not in ON_ERROR:
         raise UserError(f"input_pipeline.on_error={on_error!r} is not one of {', '.join(ON_ERROR)}{did_you_mean(on_error, ON_ERROR)}")
     if len(tuple(aspect_ratio_range)) != 2 or len(tuple(area_range)) != 2:
