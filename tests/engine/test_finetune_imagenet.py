@@ -107,3 +107,14 @@ def test_finetune_an_image_folder_from_imagenet_weights(keras_weights, tmp_path,
     kernels = {tuple(v.shape): v for k, v in tensors.items() if k.startswith("model_variables/")}
     assert any(np.array_equal(v, stem) for v in tensors.values()), "the frozen stem must hold the ImageNet weights"
     assert (1280, 4) in kernels  # a new 4-class classifier on the 1280-channel head
+
+
+def test_imagenet_for_a_model_without_a_weight_loader():
+    import keras
+
+    from effnet.weights import load_weights
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    with pytest.raises(UserError, match=r"^--from-weights imagenet: this model's plugin has no weight loader; pass a weights file"):
+        load_weights(model, "imagenet", keras_loader=None)
