@@ -76,9 +76,9 @@ class PipelineOptions:
             object.__setattr__(self, name, value)
 
 
-def pipeline_options() -> PipelineOptions:
-    """The input-pipeline settings gin holds now."""
-    return PipelineOptions()
+def pipeline_options(**overrides) -> PipelineOptions:
+    """The input-pipeline settings gin holds now, with ``overrides`` for this call."""
+    return PipelineOptions(**overrides)
 
 
 __all__ = ["ON_ERROR", "PipelineOptions", "pipeline_options"]
