@@ -41,7 +41,7 @@ class TrainConfig:
     mode: str = "train_and_eval"  # or 'train'
     epochs: int = 1
     steps_per_epoch: int | None = None  # default: training examples // global batch
-    batch_size: int = 32  # per process, per optimizer update (micro-batch x grad_accum_steps)
+    batch_size: int = 32  # per replica (GPU), per optimizer update (micro-batch x grad_accum_steps)
     grad_accum_steps: int = 1
     image_size: int = 224  # training image size (of the last stage when progressive)
     eval_image_size: int | None = None  # default: image_size
@@ -65,6 +65,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic TF ops (needed for bit-exact resume)
     backend: str = "single"
+    replicas: int | None = None  # replicas (GPUs) the experiment was written for; another number gets a notice
+    sync_batchnorm: bool = False  # BatchNorm statistics over all replicas' micro-batches
     checkpoint_every_epochs: int | None = 1
     checkpoint_every_steps: int | None = None
     keep_checkpoints: int = 3  # the last K are kept, plus the best by validation top-1
@@ -89,6 +91,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"train.{name}={value!r} must be a positive integer")
+        if self.replicas is not None and (not isinstance(self.replicas, int) or isinstance(self.replicas, bool)
+                                          or self.replicas < 1):
+            raise UserError(f"train.replicas={self.replicas!r} must be a positive integer (the GPUs the recipe was "
+                            f"written for) or None")
         if self.batch_size % self.grad_accum_steps:
             raise UserError(
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}; "
