@@ -47,7 +47,7 @@ LAUNCHER_ENV = (
     ("HOROVOD_SIZE", "HOROVOD_RANK", "HOROVOD_LOCAL_RANK"),  # horovodrun (gloo)
     ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"),  # Open MPI mpirun
     ("PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"),  # MPICH / Intel MPI
-    ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID"),  # srun (only when SLURM_STEP_ID says srun started us)
+    ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID"),  # srun (a plain sbatch script has no step)
     ("WORLD_SIZE", "RANK", "LOCAL_RANK"),  # torchrun-style launchers
 )
 
@@ -69,11 +69,25 @@ def launcher_info(environ: dict | None = None) -> LauncherInfo:
         size = env.get(size_var, "")
         if not size.isdigit():
             continue
-        if size_var == "SLURM_NTASKS" and "SLURM_STEP_ID" not in env:
-            continue  # inside an sbatch script but not started by srun: one process
         rank, local = env.get(rank_var, "0"), env.get(local_var, "0")
         return LauncherInfo(int(size), int(rank) if rank.isdigit() else 0, int(local) if local.isdigit() else 0, size_var)
     return LauncherInfo()
+
+
+def check_launcher(backend: "Backend", name: str) -> None:
+    """Refuse a one-process backend in a job a launcher started with several processes.
+
+    Every process would train alone and write the same model dir; the message says what to pick.
+    """
+    from effnet.errors import UserError
+
+    launched = launcher_info()
+    if launched.size > 1 and backend.size == 1:
+        raise UserError(
+            f"this process is one of {launched.size} started by a launcher ({launched.variable}), but "
+            f"train.backend={name!r} runs a single process: every process would train alone and write the same "
+            f"model dir; use train.backend='horovod' (or 'multi_worker' with TF_CONFIG), or start one process"
+        )
 
 
 @dataclass(frozen=True)
@@ -288,4 +302,4 @@ def replica_state_variables(model) -> list:
 
 
 __all__ = ["Backend", "BatchPlan", "LauncherInfo", "ShardInfo", "SingleProcess", "batchnorm_layers",
-           "launcher_info", "plan_batch", "replica_notice", "replica_state_variables"]
+           "check_launcher", "launcher_info", "plan_batch", "replica_notice", "replica_state_variables"]

@@ -429,7 +429,7 @@ class MultiWorkerBackend(StrategyBackend):
     def _make_strategy(self, tf):
         resolver = None
         if "TF_CONFIG" not in os.environ:
-            if "SLURM_STEP_ID" in os.environ:
+            if launcher_info().variable == "SLURM_STEP_NUM_TASKS":  # started by srun
                 resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
             else:
                 launched = launcher_info()
