@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -230,6 +230,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
     from effnet import config as config_mod
     from effnet import data, stages
     from effnet.data.options import pipeline_options
+    from effnet.distribute import check_launcher, plan_batch, replica_notice
     from effnet.ema import ExponentialMovingAverage, averaged_variables
     from effnet.evaluate import Evaluator
     from effnet.loggers import make_loggers
@@ -238,13 +239,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
     cfg = cfg or TrainConfig()
     backend = registry.get("backend", cfg.backend)()
     backend.setup()
-    launched = _launcher_world_size()
-    if launched > 1 and backend.size == 1:
-        raise UserError(
-            f"this process is one of {launched} started by a launcher, but train.backend={cfg.backend!r} runs a "
-            f"single process: every process would train alone and write the same model dir; pick a multi-process "
-            f"backend (see `effnet plugins`) or start one process"
-        )
+    check_launcher(backend, cfg.backend)
     model_dir = Path(cfg.model_dir)
     if backend.is_writer:
         ckpt_mod.ensure_writable(model_dir)
@@ -265,13 +260,16 @@ def run(cfg: TrainConfig | None = None) -> dict:
         model = registry.get("model", cfg.model)(num_classes=num_classes)
         if not isinstance(model, keras.Model):
             raise UserError(f"model {cfg.model!r} returned {type(model).__name__}, not a keras.Model")
+    if cfg.sync_batchnorm:  # [distribute] statistics over every replica's batch
+        backend.enable_sync_batchnorm(model)
     stage_list = build_stages(cfg, model)
     eval_size = cfg.eval_image_size or cfg.image_size
     _check_image_sizes(cfg, model, stage_list, eval_size)
 
-    # Steps and the learning rate are defined per optimizer update over all processes.
+    # Steps and the learning rate are defined per optimizer update over all replicas (BatchPlan).
     def steps_for(stage) -> int:
-        global_batch = int(stage.params.get("batch_size", cfg.batch_size)) * backend.size
+        global_batch = plan_batch(int(stage.params.get("batch_size", cfg.batch_size)), cfg.grad_accum_steps,
+                                  backend).global_batch
         if cfg.steps_per_epoch:
             return cfg.steps_per_epoch
         steps = num_train // global_batch
@@ -284,19 +282,23 @@ def run(cfg: TrainConfig | None = None) -> dict:
 
     stage_steps = [steps_for(s) for s in stage_list]
     total_steps = sum(n * s.epochs for n, s in zip(stage_steps, stage_list))
-    global_batch = cfg.batch_size * backend.size
-    base_lr = cfg.lr_init * global_batch / cfg.reference_batch
+    plan = plan_batch(cfg.batch_size, cfg.grad_accum_steps, backend)
+    global_batch = plan.global_batch
+    base_lr = plan.lr(cfg.lr_init, cfg.reference_batch)
+    notice = replica_notice(cfg.replicas, plan, cfg.lr_init, cfg.reference_batch)
+    if notice and backend.is_writer:
+        print(notice, file=sys.stderr, flush=True)
     schedule = registry.get("lr_schedule", cfg.lr_schedule)(
         base_lr=base_lr, steps_per_epoch=stage_steps[0], total_steps=total_steps)
 
     with backend.scope():
         optimizer = build_optimizer(cfg, model, schedule)
         ema = ExponentialMovingAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-        global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    global_step = backend.variable(tf.zeros([], tf.int64), name="global_step")  # counted by the step
     step_obj = TrainStep(
         model, optimizer, global_batch=global_batch, backend=backend, label_smoothing=cfg.label_smoothing,
         weight_decay=cfg.weight_decay, decay_vars=[v for v in model.trainable_variables if _decays(optimizer, v)],
-        accumulation_steps=cfg.grad_accum_steps, ema=ema, jit_compile=xla)
+        accumulation_steps=cfg.grad_accum_steps, ema=ema, jit_compile=xla, global_step=global_step)
 
     # Checkpoint objects: every model variable (Keras does not track RNG states by itself).
     objects = {"model_variables": list(model.variables), "optimizer": optimizer, "global_step": global_step,
@@ -305,7 +307,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
         objects["ema"] = ema
     best_metric = "val_ema_top1" if ema is not None else "val_top1"
     manager = ckpt_mod.CheckpointManager(model_dir, objects, keep=cfg.keep_checkpoints, best_metric=best_metric,
-                                         is_writer=backend.is_writer)
+                                         is_writer=backend.is_writer, every_process_saves=backend.every_process_saves)
     manager.remove_partial()
     position = {"stage": 0, "epoch": 0, "step_in_epoch": 0}
     history: list[dict] = []
@@ -331,7 +333,8 @@ def run(cfg: TrainConfig | None = None) -> dict:
             load_weights(model, cfg.from_weights, replace_head=cfg.replace_head, keras_loader=loader)
             if ema is not None:
                 ema.reset()
-    backend.broadcast_variables(list(model.variables) + list(optimizer.variables))
+    # [distribute] every process starts from the writer's state, restored or fresh
+    backend.broadcast_variables([*model.variables, *optimizer.variables, *(ema.averages if ema else []), global_step])
 
     # Everything that reads gin is built before the operative config is written, so the file holds
     # the whole run (eval, predict and export rebuild the run from it).
@@ -393,7 +396,7 @@ def run(cfg: TrainConfig | None = None) -> dict:
                     f"stage {stage.index + 1} batch size {stage.params['batch_size']} is not divisible by "
                     f"train.grad_accum_steps={cfg.grad_accum_steps}"
                 )
-            stage_global = micro * cfg.grad_accum_steps * backend.size
+            stage_global = plan_batch(micro * cfg.grad_accum_steps, cfg.grad_accum_steps, backend).global_batch
             stages.apply_to_model(model, stage.params)
             augmenters = build_augmenters(augment_names, stage.augmenter_params)
             batch_augmenters = [a for a in augmenters if getattr(a, "level", "image") == "batch"]
@@ -408,12 +411,14 @@ def run(cfg: TrainConfig | None = None) -> dict:
             for epoch in range(max(stage.start_epoch, position["epoch"]), stage.end_epoch):
                 position["epoch"] = epoch
                 start = position["step_in_epoch"]
-                ds = data.train_dataset(
-                    source, image_size=size, batch_size=micro, steps=steps * cfg.grad_accum_steps, epoch=epoch,
+                ds = data.train_dataset(  # this process's batches: micro-batch x its replicas
+                    source, image_size=size, batch_size=micro * backend.local_replicas,
+                    steps=steps * cfg.grad_accum_steps, epoch=epoch,
                     start_step=start * cfg.grad_accum_steps, augmenters=augmenters, shard=shard, seed=cfg.seed,
                     deferred_mixing=cfg.deferred_mixing)
                 window_start, window_images = time.perf_counter(), 0
-                iterator = iter(ds)
+                iterator = iter(backend.distribute_dataset(ds))
+                gstep = int(global_step.numpy())  # then counted here: no host sync per step
                 for step_in_epoch in range(start, steps):
                     try:
                         with _data_errors():
@@ -422,32 +427,30 @@ def run(cfg: TrainConfig | None = None) -> dict:
                             step_obj.apply(next(iterator))
                     except StopIteration:
                         raise RuntimeError(f"input pipeline ended early at epoch {epoch} step {step_in_epoch} of {steps}") from None
-                    global_step.assign_add(1)
                     position["step_in_epoch"] = step_in_epoch + 1
                     window_images += stage_global
-                    gstep = int(global_step.numpy())
-                    bad = int(step_obj.consecutive_nonfinite.numpy())
-                    if bad >= cfg.max_nonfinite_steps:
-                        raise NonFiniteLoss(
-                            f"loss or gradients were non-finite for {bad} consecutive steps (epoch {epoch + 1}, "
-                            f"step {gstep}); stopped; {_last_ckpt_words(model_dir)}; lower train.lr_init, "
-                            f"check the data, or raise train.max_nonfinite_steps"
-                        )
+                    gstep += 1
                     log.progress(step_in_epoch + 1, steps, {"step": gstep}, desc=f"epoch {epoch + 1}")
+                    checkpoint_now = bool(cfg.checkpoint_every_steps and gstep % cfg.checkpoint_every_steps == 0
+                                          and step_in_epoch + 1 < steps)
                     if gstep % cfg.log_every_steps == 0 or step_in_epoch + 1 == steps:
+                        # one host sync per logging window: metrics and skip counters together
                         elapsed = time.perf_counter() - window_start
-                        metrics = step_obj.read_metrics()
+                        metrics = step_obj.read_window()
+                        _check_nonfinite(metrics["longest_nonfinite"], cfg, epoch, gstep, model_dir)
                         record = {"loss": metrics["loss"], "top1": metrics["top1"], "top5": metrics["top5"],
                                   "lr": float(schedule(optimizer.iterations)), "img_per_s": window_images / max(elapsed, 1e-9),
-                                  "global_step": gstep, "updates_skipped": int(step_obj.updates_skipped.numpy())}
+                                  "global_step": gstep, "updates_skipped": metrics["updates_skipped"]}
                         if hasattr(optimizer, "dynamic_scale"):
                             record["loss_scale"] = float(optimizer.dynamic_scale.numpy())
                         log.log_metrics((epoch + 1, gstep), record)
                         history.append({"step": gstep, "epoch": epoch + 1, "train": {k: record[k] for k in ("loss", "top1", "lr")}})
                         window_start, window_images = time.perf_counter(), 0
-                    if (cfg.checkpoint_every_steps and gstep % cfg.checkpoint_every_steps == 0
-                            and step_in_epoch + 1 < steps and bad == 0):  # never checkpoint inside a non-finite streak
-                        save(last_eval)
+                    if checkpoint_now:
+                        bad = int(step_obj.consecutive_nonfinite.numpy())
+                        _check_nonfinite(bad, cfg, epoch, gstep, model_dir)
+                        if bad == 0:  # never checkpoint inside a non-finite streak
+                            save(last_eval)
                 # end of epoch
                 position["epoch"], position["step_in_epoch"] = epoch + 1, 0
                 last_epoch = epoch + 1 == cfg.epochs
@@ -472,13 +475,14 @@ def run(cfg: TrainConfig | None = None) -> dict:
         log.close()
 
 
-def _launcher_world_size() -> int:
-    """How many processes horovodrun/mpirun/torchrun-style launchers say they started (1 if none)."""
-    for name in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE"):
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 1
+def _check_nonfinite(streak: int, cfg: TrainConfig, epoch: int, gstep: int, model_dir) -> None:
+    """Stop when ``streak`` consecutive updates were skipped (read at logging windows and checkpoints)."""
+    if streak >= cfg.max_nonfinite_steps:
+        raise NonFiniteLoss(
+            f"loss or gradients were non-finite for {streak} consecutive steps (epoch {epoch + 1}, "
+            f"step {gstep}); stopped; {_last_ckpt_words(model_dir)}; lower train.lr_init, "
+            f"check the data, or raise train.max_nonfinite_steps"
+        )
 
 
 def _decays(optimizer, variable) -> bool:
