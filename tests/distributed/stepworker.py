@@ -106,7 +106,6 @@ def main(argv=None) -> int:
     p.add_argument("--fp16-allreduce", action="store_true")
     p.add_argument("--nan-update", type=int, default=-1)
     p.add_argument("--nan-replica", type=int, default=-1)
-    p.add_argument("--sleep-after", type=int, default=-1, help="after this update, keep training slowly (for kill tests)")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -152,13 +151,6 @@ def main(argv=None) -> int:
         finite.append(bool(np.asarray(step.apply(next(it)))))
         sums.append(checksum(state_variables(model, optimizer, ema, global_step)))
         identical.append(copies_identical(state_variables(model, optimizer, ema, global_step)))
-        if 0 <= args.sleep_after <= u:
-            import time
-
-            (Path(args.out) / f"rank{backend.rank}.pid").write_text(str(os.getpid()))
-            while True:  # keep taking part in allreduces until a peer dies
-                step.apply(next(iter(dist)))
-                time.sleep(0.2)
     window = step.read_window()
 
     saved = None

@@ -7,13 +7,19 @@ A test-size override file turns ``s_amp_8xA100.gin`` (which binds ``train.backen
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.clitools import run_inprocess
-from tests.distributed.conftest import ROOT, effnet_cmd, horovodrun_cmd, needs_horovod, run, tail
+from tests.distributed.conftest import ROOT, _env, effnet_cmd, horovodrun_cmd, needs_horovod, run, tail
+from tests.engine.runs import checkpoint_tensors
 
 AUDIT = Path(__file__).resolve().parent / "audit"
 
@@ -32,7 +38,9 @@ train.image_size = 32
 train.eval_image_size = 32
 train.batch_size = 4
 train.epochs = 1
-train.steps_per_epoch = 3
+train.steps_per_epoch = 6
+train.checkpoint_every_steps = 2
+train.deterministic = True
 train.stage_schedule = 'single'
 train.augmenters = []
 train.precision = 'fp32'
@@ -92,14 +100,27 @@ def _rank0_json(stdout: str) -> dict:
     return json.loads("\n".join(lines))
 
 
-@needs_horovod
-def test_two_horovod_processes_train_and_evaluate_the_seed_experiment(tmp_path):
+def train_cmd(tmp_path: Path, model_dir: Path) -> list[str]:
+    return horovodrun_cmd(2, *effnet_cmd("train", "--gin", "s_amp_8xA100.gin", "--gin", str(small_gin(tmp_path)),
+                                         "--data-dir", str(tmp_path), "--model-dir", str(model_dir)))
+
+
+@pytest.fixture(scope="module")
+def horovod_run(tmp_path_factory):
+    """An uninterrupted two-process run of s_amp_8xA100.gin (test size), with every rank's writes recorded."""
+    if needs_horovod.args[0]:
+        pytest.skip("Horovod is not installed")
+    tmp_path = tmp_path_factory.mktemp("hvd")
     model_dir, audit = tmp_path / "run", tmp_path / "audit"
     audit.mkdir()
-    env = {"EFFNET_AUDIT_DIR": str(audit), "EFFNET_AUDIT_WATCH": str(model_dir),
-           "PYTHONPATH": f"{AUDIT}:{ROOT}"}
-    proc = run(horovodrun_cmd(2, *effnet_cmd("train", "--gin", "s_amp_8xA100.gin", "--gin", str(small_gin(tmp_path)),
-                                             "--data-dir", str(tmp_path), "--model-dir", str(model_dir))), env=env)
+    env = {"EFFNET_AUDIT_DIR": str(audit), "EFFNET_AUDIT_WATCH": str(model_dir), "PYTHONPATH": f"{AUDIT}:{ROOT}"}
+    proc = run(train_cmd(tmp_path, model_dir), env=env)
+    return tmp_path, model_dir, audit, proc
+
+
+@needs_horovod
+def test_two_horovod_processes_train_and_evaluate_the_seed_experiment(horovod_run):
+    tmp_path, model_dir, audit, proc = horovod_run
     assert proc.returncode == 0, tail(proc)
     output = proc.stdout + proc.stderr
     notices = [line for line in output.splitlines() if "written for" in line]
@@ -109,7 +130,7 @@ def test_two_horovod_processes_train_and_evaluate_the_seed_experiment(tmp_path):
     assert "train.grad_accum_steps=4 with train.batch_size=16" in found.group(4)
     report = json.loads((model_dir / "report.json").read_text())
     assert report["parameters"]["global_batch"] == 8 and report["parameters"]["processes"] == 2
-    assert report["final"]["global_step"] == 3
+    assert report["final"]["global_step"] == 6
 
     # Only rank 0 wrote into the model dir: Python-level writes per rank, and TensorFlow's own files
     # (event files carry the writer's pid in their names).
@@ -119,7 +140,7 @@ def test_two_horovod_processes_train_and_evaluate_the_seed_experiment(tmp_path):
     written = {line.split(" ", 1)[1] for line in by_rank[0]}
     for name in ("operative_config.gin", "labels.txt", "report.json"):
         assert any(Path(p).name.startswith(name) or Path(p).name.startswith(f".{name}") for p in written), name
-    assert any("/checkpoints/.tmp-ckpt-000000003" in p for p in written)
+    assert any("/checkpoints/.tmp-ckpt-000000006" in p for p in written)
     rank0_pids = {name.split("-")[1].split(".")[0] for name in logs if name.startswith("rank0-")}
     events = list(model_dir.rglob("events.out.tfevents.*"))
     pids = [re.fullmatch(r"events\.out\.tfevents\.\d+\..+\.(\d+)\.\d+\.v2", e.name).group(1) for e in events]
@@ -136,3 +157,57 @@ def test_two_horovod_processes_train_and_evaluate_the_seed_experiment(tmp_path):
         assert two_report[which]["count"] == one_report[which]["count"] == 25
         for key in ("loss", "top1", "top5"):
             assert two_report[which][key] == pytest.approx(one_report[which][key], rel=1e-6, abs=1e-7), (which, key)
+
+
+def worker_pids(model_dir: Path, rank: int) -> list[int]:
+    """The Python processes of ``rank`` working on ``model_dir`` (not their shell wrappers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            exe = os.readlink(entry / "exe")
+        except OSError:
+            continue
+        if (f"HOROVOD_RANK={rank}".encode() in environ and "python" in Path(exe).name
+                and str(model_dir).encode() in cmdline and b"effnet.cli.main" in cmdline):
+            found.append(int(entry.name))
+    return found
+
+
+@needs_horovod
+def test_kill_a_worker_mid_epoch_then_relaunch_equals_the_uninterrupted_run(horovod_run):
+    tmp_path, reference_dir, _, reference = horovod_run
+    assert reference.returncode == 0, tail(reference)
+    model_dir = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(tmp_path, model_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT, env=_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (model_dir / "checkpoints" / "ckpt-000000002").is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint at step 2"
+            time.sleep(0.05)
+        rank1 = worker_pids(model_dir, rank=1)
+        assert len(rank1) == 1, rank1
+        os.kill(rank1[0], signal.SIGKILL)
+        killed = time.monotonic()
+        output, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - killed < 60
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    lost = [line for line in output.splitlines() if "lost rank 1 of 2" in line]
+    assert lost and lost[0].startswith("[0]<stderr>:error: horovod: lost rank 1 of 2; rank 0 stops"), output[-3000:]
+    assert not (model_dir / "report.json").exists()  # it did stop mid-run
+
+    again = run(train_cmd(tmp_path, model_dir))
+    assert again.returncode == 0, tail(again)
+    assert json.loads((model_dir / "report.json").read_text())["parameters"]["resumed_from"].endswith("ckpt-000000002")
+    final, expected = checkpoint_tensors(model_dir / "checkpoints" / "ckpt-000000006"), \
+        checkpoint_tensors(reference_dir / "checkpoints" / "ckpt-000000006")
+    assert final.keys() == expected.keys() and len(final) > 10
+    for name, value in expected.items():
+        np.testing.assert_allclose(final[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
