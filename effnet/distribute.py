@@ -42,6 +42,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from effnet.errors import UserError
+from effnet.models import walk_layers
+
 # Environment variables launchers set: (size, rank, local rank), in the order they are trusted.
 LAUNCHER_ENV = (
     ("HOROVOD_SIZE", "HOROVOD_RANK", "HOROVOD_LOCAL_RANK"),  # horovodrun (gloo)
@@ -74,13 +77,16 @@ def launcher_info(environ: dict | None = None) -> LauncherInfo:
     return LauncherInfo()
 
 
+def launcher_world_size() -> int:
+    """How many processes a launcher (horovodrun, mpirun, srun, torchrun) says it started (1 if none)."""
+    return launcher_info().size
+
+
 def check_launcher(backend: "Backend", name: str) -> None:
     """Refuse a one-process backend in a job a launcher started with several processes.
 
     Every process would train alone and write the same model dir; the message says what to pick.
     """
-    from effnet.errors import UserError
-
     launched = launcher_info()
     if launched.size > 1 and backend.size == 1:
         raise UserError(
@@ -282,6 +288,10 @@ class Backend:
     def shutdown(self) -> None:
         """Release the process group."""
 
+    def check_launch(self, name: str) -> None:
+        """UserError when a launcher started several processes but this backend runs only one."""
+        check_launcher(self, name)
+
 
 class SingleProcess(Backend):
     """The default: one process, one replica, nothing to reduce."""
@@ -292,7 +302,7 @@ class SingleProcess(Backend):
 def batchnorm_layers(model) -> list:
     import keras
 
-    return [layer for layer in model._flatten_layers(include_self=False)
+    return [layer for layer in walk_layers(model)
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
@@ -302,4 +312,4 @@ def replica_state_variables(model) -> list:
 
 
 __all__ = ["Backend", "BatchPlan", "LauncherInfo", "ShardInfo", "SingleProcess", "batchnorm_layers",
-           "check_launcher", "launcher_info", "plan_batch", "replica_notice", "replica_state_variables"]
+           "check_launcher", "launcher_info", "launcher_world_size", "plan_batch", "replica_notice", "replica_state_variables"]
