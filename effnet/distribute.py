@@ -77,11 +77,6 @@ def launcher_info(environ: dict | None = None) -> LauncherInfo:
     return LauncherInfo()
 
 
-def launcher_world_size() -> int:
-    """How many processes a launcher (horovodrun, mpirun, srun, torchrun) says it started (1 if none)."""
-    return launcher_info().size
-
-
 def check_launcher(backend: "Backend", name: str) -> None:
     """Refuse a one-process backend in a job a launcher started with several processes.
 
@@ -312,4 +307,4 @@ def replica_state_variables(model) -> list:
 
 
 __all__ = ["Backend", "BatchPlan", "LauncherInfo", "ShardInfo", "SingleProcess", "batchnorm_layers",
-           "check_launcher", "launcher_info", "launcher_world_size", "plan_batch", "replica_notice", "replica_state_variables"]
+           "check_launcher", "launcher_info", "plan_batch", "replica_notice", "replica_state_variables"]

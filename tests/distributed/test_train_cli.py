@@ -177,6 +177,7 @@ def worker_pids(model_dir: Path, rank: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @needs_horovod
 def test_kill_a_worker_mid_epoch_then_relaunch_equals_the_uninterrupted_run(horovod_run):
     tmp_path, reference_dir, _, reference = horovod_run
