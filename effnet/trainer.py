@@ -253,7 +253,7 @@ class Trainer:
         self.params.update({
             "global_batch": self.global_batch, "base_lr": self.base_lr, "num_classes": self.num_classes,
             "train_examples": self.num_train, "total_steps": total_steps, "xla": self.xla,
-            "processes": self.backend.size, "model_params": count_params(self.model), "stages": len(self.stages),
+            "processes": self.backend.size, "rank": self.backend.rank, "model_params": count_params(self.model), "stages": len(self.stages),
             "resumed_from": str(self.resumed_from) if self.resumed_from else ""})
         self.log.log_params(self.params)
         for metric, unit in (("loss", None), ("top1", "%"), ("top5", "%"), ("lr", None), ("img_per_s", "images/s")):
