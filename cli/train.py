@@ -31,8 +31,9 @@ def train(gin_files, gin_params, model_dir, data_dir, from_weights, replace_head
 
     report = run_training(gin_files, gin_params, model_dir, data_dir, from_weights=from_weights or None,
                           replace_head=replace_head)
-    for line in summary_lines(report):
-        click.echo(line)
+    if report["parameters"].get("rank", 0) == 0:  # one summary, not one per process
+        for line in summary_lines(report):
+            click.echo(line)
 
 
 __all__ = ["train"]

@@ -3,10 +3,11 @@
 #
 #   bash docker/launch.sh IMAGE DATA_DIR RESULTS_DIR [command ...]
 #
-# Inside, the data is at /data and results go to /results, e.g.
-#   effnet train --gin efficientnet_v2_s/amp_8xA100 --data-dir /data --model-dir /results/v2s
-#   horovodrun -np 8 effnet train --gin efficientnet_v2_s/amp_8xA100 --data-dir /data --model-dir /results/v2s \
-#       --gin-param "train.backend = 'horovod'"
+# Inside, the data is at /data and results go to /results. The 8-GPU recipes bind
+# train.backend = 'horovod', so the launcher is the only addition:
+#   horovodrun -np 8 effnet train --gin s_amp_8xA100.gin --data-dir /data --model-dir /results/v2s
+# or, with tf.distribute in one process driving all GPUs:
+#   effnet train --gin s_amp_8xA100.gin --gin-param "train.backend = 'mirrored'" --data-dir /data --model-dir /results/v2s
 set -euo pipefail
 image=${1:?usage: launch.sh IMAGE DATA_DIR RESULTS_DIR [command ...]}
 data=${2:?usage: launch.sh IMAGE DATA_DIR RESULTS_DIR [command ...]}

@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,7 @@ class CheckpointManager:
     """Writes, lists, restores and prunes the checkpoints of one run."""
 
     def __init__(self, model_dir, objects: dict[str, Any], keep: int = 3, best_metric: str | None = None,
-                 higher_is_better: bool = True, is_writer: bool = True):
+                 higher_is_better: bool = True, is_writer: bool = True, every_process_saves: bool = False):
         import tensorflow as tf
 
         self.model_dir = Path(model_dir)
@@ -278,6 +279,10 @@ class CheckpointManager:
         self.best_metric = best_metric
         self.higher_is_better = higher_is_better
         self.is_writer = is_writer
+        # Under some backends (MultiWorkerMirroredStrategy) writing a checkpoint runs collective ops, so
+        # every process must call save(); the others write into a temporary folder that is deleted.
+        self.every_process_saves = every_process_saves
+        self.last_discarded: Path | None = None  # where a non-writing process last wrote (already removed)
 
     def remove_partial(self) -> list[Path]:
         """Delete leftovers of writes that were killed (``.tmp-*`` folders)."""
@@ -291,6 +296,13 @@ class CheckpointManager:
     def save(self, step: int, meta: dict, extra_files: dict[str, str] | None = None) -> Path | None:
         """Write checkpoint ``step`` atomically; returns its folder (None on non-writing ranks)."""
         if not self.is_writer:
+            if self.every_process_saves:
+                scratch = Path(tempfile.mkdtemp(prefix=f"effnet-ckpt-{os.getpid()}-"))
+                try:
+                    self.checkpoint.write(str(scratch / TF_PREFIX))
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                self.last_discarded = scratch
             return None
         final = self.root / f"{PREFIX}{step:09d}"
         tmp = self.root / f".tmp-{PREFIX}{step:09d}-{os.getpid()}"

@@ -87,8 +87,36 @@ def resolve_gin_file(name: str, dirs: Sequence[Path] | None = None) -> Path:
     known = available_gin_files(dirs)
     raise UserError(
         f"gin file {name!r} not found as a path or in {', '.join(str(d) for d in dirs)}"
-        f"{did_you_mean(stem, known)}; `effnet config --list` shows the available experiments"
+        f"{_suggest_gin(stem, known)}; `effnet config --list` shows the available experiments"
     )
+
+
+def _suggest_gin(stem: str, known: Sequence[str]) -> str:
+    """' (did you mean ...?)' with the closest experiment names, also those in another folder.
+
+    ``amp_8xA100`` or ``efficientnet_v2/amp_8xA100`` find every ``*/amp_8xA100``; a misspelt name
+    finds the closest full names and the closest names within folders.
+    """
+    import difflib
+
+    base = stem.replace("\\", "/").rsplit("/", 1)[-1].lower()
+
+    def likeness(name: str) -> float:
+        return difflib.SequenceMatcher(None, stem.lower(), name.lower()).ratio()
+
+    same_base = sorted((k for k in known if k.rsplit("/", 1)[-1].lower() == base and k != stem), key=likeness, reverse=True)
+    if same_base:
+        picks = same_base[:4]
+    else:
+        # the closest full name, then any name (full, or within its folder) that is nearly as close
+        scored = sorted(((max(likeness(k), difflib.SequenceMatcher(None, base, k.rsplit("/", 1)[-1].lower()).ratio()), k)
+                         for k in known), reverse=True)
+        picks = [k for i, (score, k) in enumerate(scored) if score >= (0.6 if i == 0 else 0.8)][:4]
+        if not picks:
+            return did_you_mean(stem, known)
+    if len(picks) == 1:
+        return f" (did you mean {picks[0]!r}?)"
+    return f" (did you mean {', '.join(repr(p) for p in picks[:-1])} or {picks[-1]!r}?)"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ class TrainConfig:
     mode: str = "train_and_eval"  # or 'train'
     epochs: int = 1
     steps_per_epoch: int | None = None  # default: training examples // global batch
-    batch_size: int = 32  # per process, per optimizer update (micro-batch x grad_accum_steps)
+    batch_size: int = 32  # per replica (GPU), per optimizer update (micro-batch x grad_accum_steps)
     grad_accum_steps: int = 1
     image_size: int = 224  # training image size (of the last stage when progressive)
     eval_image_size: int | None = None  # default: image_size
@@ -61,6 +61,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic TF ops (needed for bit-exact resume)
     backend: str | None = None  # a registered distribution backend (gin/base/train.gin: 'single')
+    replicas: int | None = None  # replicas (GPUs) the experiment was written for; another number gets a notice
+    sync_batchnorm: bool = False  # BatchNorm statistics over all replicas' micro-batches
     checkpoint_every_epochs: int | None = 1
     checkpoint_every_steps: int | None = None
     keep_checkpoints: int = 3  # the last K are kept, plus the best by validation top-1
@@ -119,6 +121,7 @@ class TrainConfig:
             "keep_checkpoints": (1, 100_000, False, False, True, False, ""),
             "log_every_steps": (1, big, False, False, True, False, ""),
             "max_nonfinite_steps": (1, big, False, False, True, False, ""),
+            "replicas": (1, 1_000_000, False, False, True, True, "the number of GPUs the recipe was written for; None: any"),
         }
         for name, (low, high, low_open, high_open, integer, optional, hint) in ranges.items():
             check_number(f"train.{name}", getattr(self, name), low, high, low_open=low_open, high_open=high_open,

@@ -6,11 +6,21 @@ Loss per replica and micro-batch::
          + weight_decay * sum(||w||^2 / 2 for decayed kernels) / (replicas * accumulation_steps)
 
 ``global_batch`` is the effective batch over all replicas and micro-batches, so summing gradients
-over micro-batches (accumulation) and replicas (``backend.reduce_gradients``) gives exactly the
-gradient of one big batch: N micro-batches make the same update as one batch N times larger.
-The update is applied on the N-th micro-batch (not after the first), the optimizer's step counter
-(which drives the LR schedule) counts updates, and an update whose gradients are not finite is
-skipped and counted (with ``amp`` the loss scale is lowered as well).
+over micro-batches (accumulation) and replicas gives exactly the gradient of one big batch:
+N micro-batches make the same update as one batch N times larger.
+
+Everything that differs between one process and many goes through the backend
+(:mod:`effnet.distribute`): the step runs per replica through ``backend.run``; each replica adds
+its micro-batch gradients into its own accumulators; on the last micro-batch the gradients and the
+count of non-finite losses are summed over all replicas **once** (``backend.all_reduce_sum``), so
+every replica sees the same numbers and takes the same skip/apply decision; ``backend.update``
+then runs the same branch (apply: optimizer, EMA, counters, ``global_step``; or skip) everywhere. The update
+is applied on the N-th micro-batch (not after the first), the optimizer's step counter (which
+drives the LR schedule) counts updates, and an update whose gradients or losses are not finite on
+any replica is skipped everywhere and counted (with ``amp`` the loss scale is lowered as well).
+
+Host reads are batched: :meth:`TrainStep.read_window` returns the metrics and the counters of a
+logging window in one go, so the loop does not wait for the device every step.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import tensorflow as tf
 
 from effnet import precision as precision_mod
 from effnet import registry
-from effnet.distribute import Backend
+from effnet.distribute import Backend, replica_state_variables
 from effnet.errors import UserError
 from effnet.metrics import topk_correct
 from effnet.models import walk_layers
@@ -80,12 +90,15 @@ class TrainStep:
     """Builds the compiled ``accumulate`` and ``apply`` functions and owns the step's state.
 
     ``accumulate(batch)`` adds a micro-batch's gradients; ``apply(batch)`` adds the last one and
-    updates the weights. With ``accumulation_steps == 1`` only ``apply`` is used.
+    updates the weights. With ``accumulation_steps == 1`` only ``apply`` is used. ``batch`` is what
+    ``backend.distribute_dataset`` yields. Build the model, optimizer and EMA inside
+    ``backend.scope()`` before constructing the step.
     """
 
     def __init__(self, model, optimizer, *, global_batch: int, backend: Backend | None = None,
                  label_smoothing: float = 0.0, weight_decay: float = 0.0, decay_vars=None,
-                 accumulation_steps: int = 1, ema=None, mixer=None, jit_compile: bool = False):
+                 accumulation_steps: int = 1, ema=None, mixer=None, jit_compile: bool = False,
+                 global_step=None):
         self.model = model
         self.optimizer = optimizer
         self.backend = backend or Backend()
@@ -98,19 +111,23 @@ class TrainStep:
         self.mixer = mixer  # callable(batch) -> (images, labels) for deferred mixing, or None
         self.jit_compile = jit_compile
         self.trainable = list(model.trainable_variables)
-        with self.backend.scope():
-            zeros = lambda name, dtype=tf.float64: tf.Variable(tf.zeros([], dtype), trainable=False, name=name)  # noqa: E731
-            # metric sums since the last read: loss, top-1 hits, top-5 hits, examples
-            self.metric_sums = tf.Variable(tf.zeros([4], tf.float64), trainable=False, name="metric_sums")
-            self.updates_skipped = zeros("updates_skipped", tf.int64)
-            self.consecutive_nonfinite = zeros("consecutive_nonfinite", tf.int64)
-            # whether every micro-batch loss since the last update was finite (a NaN loss can have finite,
-            # even zero, gradients, e.g. through tf.where)
-            self.losses_finite = tf.Variable(True, trainable=False, name="losses_finite")
-            self.accumulators = (
-                [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name="accum") for v in self.trainable]
-                if self.accumulation_steps > 1 else []
-            )
+        self.replica_state = replica_state_variables(model)
+        b = self.backend
+        # per-replica sums since the last read: loss, top-1 hits, top-5 hits, examples
+        self.metric_sums = b.variable(tf.zeros([4], tf.float64), name="metric_sums", kind="local")
+        # non-finite micro-batch losses since the last update (a NaN loss can have finite, even zero,
+        # gradients, e.g. through tf.where)
+        self.nonfinite_losses = b.variable(tf.zeros([], tf.float32), name="nonfinite_losses", kind="local")
+        self.accumulators = (
+            [b.variable(tf.zeros(v.shape, tf.float32), name="accum", kind="local") for v in self.trainable]
+            if self.accumulation_steps > 1 else []
+        )
+        self.updates_skipped = b.variable(tf.zeros([], tf.int64), name="updates_skipped")
+        self.consecutive_nonfinite = b.variable(tf.zeros([], tf.int64), name="consecutive_nonfinite")
+        # the longest run of consecutive non-finite updates since the last read_window()
+        self.longest_nonfinite = b.variable(tf.zeros([], tf.int64), name="longest_nonfinite")
+        self.global_step = global_step  # optional: a shared int64 variable counted here, once per update
+        b.prepare_optimizer(optimizer)
         self.compile()
 
     # -- state that checkpoints must hold --------------------------------------------------------------
@@ -126,16 +143,33 @@ class TrainStep:
 
     def compile(self):
         """(Re)create the tf.functions, e.g. after a stage changed Python-side layer attributes."""
-        self.accumulate = tf.function(self._accumulate, jit_compile=self.jit_compile, reduce_retracing=True)
-        self.apply = tf.function(self._apply, jit_compile=self.jit_compile, reduce_retracing=True)
+        def accumulate(batch):
+            self.backend.run(self._accumulate, batch)
 
-    # -- pieces ---------------------------------------------------------------------------------------
+        def apply(batch):
+            return self.backend.local_value(self.backend.run(self._apply, batch))
+
+        self._accumulate_fn = tf.function(accumulate, jit_compile=self.jit_compile, reduce_retracing=True)
+        self._apply_fn = tf.function(apply, jit_compile=self.jit_compile, reduce_retracing=True)
+
+    def accumulate(self, batch) -> None:
+        """Add one micro-batch's gradients (not the last of an update)."""
+        with self.backend.guard():
+            self._accumulate_fn(batch)
+
+    def apply(self, batch):
+        """Add the last micro-batch and update (or skip); returns whether the update was applied."""
+        with self.backend.guard():
+            return self._apply_fn(batch)
+
+    # -- per replica ----------------------------------------------------------------------------------
     def _inputs(self, batch):
         if self.mixer is not None and "mix" in batch:
             return self.mixer(batch)
         return batch["image"], batch["label"]
 
     def _gradients(self, batch):
+        """This replica's gradients of one micro-batch (not reduced); adds its metric sums."""
         images, labels = self._inputs(batch)
         labels = tf.cast(labels, tf.float32)
         with tf.GradientTape() as tape:
@@ -151,8 +185,7 @@ class TrainStep:
                 loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, self.trainable)
         grads = [tf.zeros_like(v) if g is None else tf.cast(g, tf.float32) for g, v in zip(grads, self.trainable)]
-        grads = self.backend.reduce_gradients(grads)
-        self.losses_finite.assign(tf.logical_and(self.losses_finite, tf.math.is_finite(data_loss)))
+        self.nonfinite_losses.assign_add(tf.cast(tf.logical_not(tf.math.is_finite(data_loss)), tf.float32))
         target = tf.argmax(labels, axis=-1)
         self.metric_sums.assign_add(tf.cast(tf.stack([
             data_loss,
@@ -166,7 +199,6 @@ class TrainStep:
         grads = self._gradients(batch)
         for acc, g in zip(self.accumulators, grads):
             acc.assign_add(g)
-        return tf.constant(True)
 
     def _apply(self, batch):
         grads = self._gradients(batch)
@@ -174,39 +206,74 @@ class TrainStep:
             grads = [acc + g for acc, g in zip(self.accumulators, grads)]
             for acc in self.accumulators:
                 acc.assign(tf.zeros_like(acc))
-        finite = tf.logical_and(self.losses_finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
-        self.losses_finite.assign(True)
-        updates_before = tf.identity(self.optimizer.iterations)
-        if is_loss_scaled(self.optimizer):
-            # The optimizer unscales, and skips and lowers the scale when the gradients are not finite;
-            # a non-finite loss with finite gradients is made to look the same to it.
-            poison = tf.where(finite, 0.0, float("nan"))
-            self.optimizer.apply([g + poison for g in grads], self.trainable)
-        else:
-            def do_apply():
-                self.optimizer.apply(grads, self.trainable)
-                return tf.constant(True)
-
-            tf.cond(finite, do_apply, lambda: tf.constant(False))
-        if self.ema is not None:
-            tf.cond(finite, lambda: self._ema_update(updates_before), lambda: tf.constant(False))
-        self.updates_skipped.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
-        self.consecutive_nonfinite.assign(tf.where(finite, tf.constant(0, tf.int64), self.consecutive_nonfinite + 1))
+        bad_losses = tf.identity(self.nonfinite_losses)
+        self.nonfinite_losses.assign(0.0)
+        # Gradients are summed over replicas once per update (after accumulation), the non-finite count
+        # with them, so every replica decides skip/apply from the same numbers.
+        grads = self.backend.all_reduce_sum(grads, gradients=True)
+        # Per-replica statistics (BatchNorm moving averages, updated from each replica's own data) are
+        # averaged in the same round, so every replica holds the same model after the update.
+        state = [tf.identity(tf.cast(v.value, tf.float32)) for v in self.replica_state] if self.backend.num_replicas > 1 else []
+        reduced = self.backend.all_reduce_sum([bad_losses, *state])
+        bad_losses, state = reduced[0], [s / self.backend.num_replicas for s in reduced[1:]]
+        finite = tf.logical_and(tf.equal(bad_losses, 0.0),
+                                tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+        self.backend.update(finite, self._update, self._skip, grads, state)
         return finite
 
-    def _ema_update(self, t):
-        self.ema.update(t)
-        return tf.constant(True)
+    # -- the update: every replica runs the same branch with the same values --------------------------
+    def _update(self, grads, state):
+        self._assign_state(state)
+        updates_before = tf.identity(self.optimizer.iterations)
+        self.optimizer.apply(grads, self.trainable)
+        if self.ema is not None:
+            self.ema.update(updates_before)
+        self._count(finite=True)
+
+    def _skip(self, grads, state):
+        self._assign_state(state)
+        if is_loss_scaled(self.optimizer):
+            # Let the loss-scale optimizer see a non-finite update (a NaN loss can come with finite
+            # gradients): it skips the step and lowers the scale.
+            self.optimizer.apply([g + float("nan") for g in grads], self.trainable)
+        self._count(finite=False)
+
+    def _assign_state(self, state):
+        for var, value in zip(self.replica_state, state):
+            var.assign(tf.cast(value, var.dtype))
+
+    def _count(self, finite: bool):
+        if finite:
+            self.consecutive_nonfinite.assign(tf.constant(0, tf.int64))
+        else:
+            self.updates_skipped.assign_add(tf.constant(1, tf.int64))
+            self.consecutive_nonfinite.assign_add(tf.constant(1, tf.int64))
+            self.longest_nonfinite.assign(tf.maximum(self.longest_nonfinite, self.consecutive_nonfinite))
+        if self.global_step is not None:
+            self.global_step.assign_add(tf.constant(1, tf.int64))
 
     # -- host side ------------------------------------------------------------------------------------
     def read_metrics(self, reset: bool = True) -> dict[str, float]:
         """Loss / top-1 / top-5 averaged over the examples since the last read, across replicas."""
-        sums = self.backend.reduce_sum(tf.convert_to_tensor(self.metric_sums))
-        sums = [float(x) for x in sums.numpy()]
+        sums = [float(x) for x in self.backend.read_sum(self.metric_sums)]
         if reset:
             self.metric_sums.assign(tf.zeros([4], tf.float64))
         n = max(sums[3], 1.0)
         return {"loss": sums[0] / n, "top1": sums[1] / n, "top5": sums[2] / n, "examples": sums[3]}
+
+    def read_window(self) -> dict:
+        """Everything the loop needs at the end of a logging window, in one host sync.
+
+        Metrics since the last read (summed over replicas), ``updates_skipped``,
+        ``consecutive_nonfinite`` now, and ``longest_nonfinite``: the longest streak of skipped
+        updates inside the window (so a streak that ended between two reads is still seen).
+        """
+        with self.backend.guard():
+            out = self.read_metrics()
+        counters = tf.stack([self.updates_skipped, self.consecutive_nonfinite, self.longest_nonfinite]).numpy()
+        out.update(zip(("updates_skipped", "consecutive_nonfinite", "longest_nonfinite"), (int(c) for c in counters)))
+        self.longest_nonfinite.assign(self.consecutive_nonfinite)
+        return out
 
 
 __all__ = ["TrainStep", "decayed_variables", "is_loss_scaled", "make_optimizer"]

@@ -32,6 +32,7 @@ from effnet import checkpoint as ckpt_mod
 from effnet import config as config_mod
 from effnet import data, registry, runfolder, stages
 from effnet import precision as precision_mod
+from effnet.distribute import plan_batch, replica_notice
 from effnet.errors import Interrupted, UserError
 from effnet.files import write_json_atomic
 from effnet.loggers import make_loggers
@@ -154,6 +155,8 @@ class Trainer:
         self.num_train = int(info.num_examples.get("train", 0))
 
         self.model = model = build_model(cfg.model, self.num_classes, scope=backend.scope())
+        if cfg.sync_batchnorm:  # statistics over every replica's batch
+            backend.enable_sync_batchnorm(model)
         self.stages = build_stages(cfg, model)
         self.eval_size = cfg.eval_image_size or cfg.image_size
         for stage in self.stages:
@@ -161,33 +164,40 @@ class Trainer:
                              hint="; raise train.image_size (or the stage schedule's base image_size)")
         check_image_size(model, self.eval_size, cfg.model, "train.eval_image_size")
 
-        # Steps and the learning rate are defined per optimizer update over all processes.
+        # Steps and the learning rate are defined per optimizer update over all replicas (BatchPlan).
         self.stage_steps = [self._steps_per_epoch(s) for s in self.stages]
         total_steps = sum(n * s.epochs for n, s in zip(self.stage_steps, self.stages))
-        self.global_batch = cfg.batch_size * backend.size
-        self.base_lr = cfg.lr_init * self.global_batch / cfg.reference_batch
+        plan = plan_batch(cfg.batch_size, cfg.grad_accum_steps, backend)
+        self.global_batch = plan.global_batch
+        self.base_lr = plan.lr(cfg.lr_init, cfg.reference_batch)
+        notice = replica_notice(cfg.replicas, plan, cfg.lr_init, cfg.reference_batch)
+        if notice and backend.is_writer:
+            print(notice, file=sys.stderr, flush=True)
         self.schedule = registry.get("lr_schedule", cfg.plugin("lr_schedule"))(
             base_lr=self.base_lr, steps_per_epoch=self.stage_steps[0], total_steps=total_steps)
 
         with backend.scope():
             self.optimizer = build_optimizer(cfg, model, self.schedule)
             self.ema = ExponentialMovingAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.global_step = backend.variable(tf.zeros([], tf.int64), name="global_step")  # counted by the step
         self.step = TrainStep(
             model, self.optimizer, global_batch=self.global_batch, backend=backend,
             label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
             decay_vars=decayed_variables(model, cfg.decay_bias, cfg.decay_norm),
-            accumulation_steps=cfg.grad_accum_steps, ema=self.ema, jit_compile=self.xla)
+            accumulation_steps=cfg.grad_accum_steps, ema=self.ema, jit_compile=self.xla, global_step=self.global_step)
         self.evaluator = Evaluator(model, backend, jit_compile=self.xla)
 
         objects = ckpt_mod.checkpoint_objects(model, self.optimizer, self.ema, global_step=self.global_step,
                                               **self.step.checkpoint_objects())
         self.manager = ckpt_mod.CheckpointManager(
             self.model_dir, objects, keep=cfg.keep_checkpoints,
-            best_metric="val_ema_top1" if self.ema is not None else "val_top1", is_writer=backend.is_writer)
+            best_metric="val_ema_top1" if self.ema is not None else "val_top1", is_writer=backend.is_writer,
+            every_process_saves=backend.every_process_saves)
         self.manager.remove_partial()
         self.resumed_from = self._resume_or_start()
-        backend.broadcast_variables(list(model.variables) + list(self.optimizer.variables))
+        # every process continues from the writer's state, restored or fresh
+        backend.broadcast_variables([*model.variables, *self.optimizer.variables,
+                                     *(self.ema.averages if self.ema else []), self.global_step])
 
         # Everything that reads gin is built before the operative config is written, so the file holds
         # the whole run (eval, predict and export rebuild the run from it).
@@ -204,7 +214,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.steps_per_epoch:
             return cfg.steps_per_epoch
-        global_batch = int(stage.params.get("batch_size", cfg.batch_size)) * self.backend.size
+        global_batch = plan_batch(int(stage.params.get("batch_size", cfg.batch_size)), cfg.grad_accum_steps,
+                                  self.backend).global_batch
         steps = self.num_train // global_batch
         if steps < 1:
             raise UserError(
@@ -244,7 +255,7 @@ class Trainer:
         self.params.update({
             "global_batch": self.global_batch, "base_lr": self.base_lr, "num_classes": self.num_classes,
             "train_examples": self.num_train, "total_steps": total_steps, "xla": self.xla,
-            "processes": self.backend.size, "model_params": count_params(self.model), "stages": len(self.stages),
+            "processes": self.backend.size, "rank": self.backend.rank, "model_params": count_params(self.model), "stages": len(self.stages),
             "resumed_from": str(self.resumed_from) if self.resumed_from else ""})
         self.log.log_params(self.params)
         for metric, unit in (("loss", None), ("top1", "%"), ("top5", "%"), ("lr", None), ("img_per_s", "images/s")):
@@ -318,7 +329,7 @@ class Trainer:
             raise UserError(f"stage {stage.index + 1} batch size {batch} is not divisible by "
                             f"train.grad_accum_steps={cfg.grad_accum_steps}")
         self.micro_batch = batch // cfg.grad_accum_steps
-        self.stage_global_batch = batch * self.backend.size
+        self.stage_global_batch = plan_batch(batch, cfg.grad_accum_steps, self.backend).global_batch
         stages.apply_to_model(self.model, stage.params)
         self.augmenters = build_augmenters(cfg.augmenters, stage.augmenter_params)
         mixer = None
@@ -337,12 +348,13 @@ class Trainer:
         steps = self.stage_steps[stage.index]
         self.position.epoch = epoch
         start = self.position.step_in_epoch
-        ds = data.train_dataset(
-            self.source, image_size=self.image_size, batch_size=self.micro_batch, steps=steps * cfg.grad_accum_steps,
-            epoch=epoch, start_step=start * cfg.grad_accum_steps, augmenters=self.augmenters,
+        ds = data.train_dataset(  # this process's batches: a micro-batch for each of its replicas
+            self.source, image_size=self.image_size, batch_size=self.micro_batch * self.backend.local_replicas,
+            steps=steps * cfg.grad_accum_steps, epoch=epoch, start_step=start * cfg.grad_accum_steps, augmenters=self.augmenters,
             shard=self.backend.shard_info(), seed=cfg.seed, deferred_mixing=cfg.deferred_mixing)
         window_start, window_images = time.perf_counter(), 0
-        iterator = iter(ds)
+        iterator = iter(self.backend.distribute_dataset(ds))
+        gstep = int(self.global_step.numpy())  # then counted here: no host sync per step
         for step_in_epoch in range(start, steps):
             try:
                 with data.translated():
@@ -351,32 +363,36 @@ class Trainer:
                     self.step.apply(next(iterator))
             except StopIteration:
                 raise RuntimeError(f"input pipeline ended early at epoch {epoch} step {step_in_epoch} of {steps}") from None
-            self.global_step.assign_add(1)
             self.position.step_in_epoch = step_in_epoch + 1
             window_images += self.stage_global_batch
-            gstep = int(self.global_step.numpy())
-            bad = int(self.step.consecutive_nonfinite.numpy())
-            if bad >= cfg.max_nonfinite_steps:
-                raise NonFiniteLoss(
-                    f"loss or gradients were non-finite for {bad} consecutive steps (epoch {epoch + 1}, "
-                    f"step {gstep}); stopped; {self._last_checkpoint_words()}; lower train.lr_init, "
-                    f"check the data, or raise train.max_nonfinite_steps"
-                )
+            gstep += 1
             self.log.progress(step_in_epoch + 1, steps, {"step": gstep}, desc=f"epoch {epoch + 1}")
             if gstep % cfg.log_every_steps == 0 or step_in_epoch + 1 == steps:
                 self._log_window(epoch, gstep, window_images / max(time.perf_counter() - window_start, 1e-9))
                 window_start, window_images = time.perf_counter(), 0
-            if (cfg.checkpoint_every_steps and gstep % cfg.checkpoint_every_steps == 0
-                    and step_in_epoch + 1 < steps and bad == 0):  # never checkpoint inside a non-finite streak
-                self.save()
+            if cfg.checkpoint_every_steps and gstep % cfg.checkpoint_every_steps == 0 and step_in_epoch + 1 < steps:
+                bad = int(self.step.consecutive_nonfinite.numpy())
+                self._check_nonfinite(bad, epoch, gstep)
+                if bad == 0:  # never checkpoint inside a non-finite streak
+                    self.save()
             if step_in_epoch + 1 < steps:  # the last step of an epoch stops after end_epoch instead
                 self._stop_if_asked()
 
+    def _check_nonfinite(self, streak: int, epoch: int, gstep: int) -> None:
+        """Stop after ``train.max_nonfinite_steps`` skipped updates in a row (read at log windows and checkpoints)."""
+        if streak >= self.cfg.max_nonfinite_steps:
+            raise NonFiniteLoss(
+                f"loss or gradients were non-finite for {streak} consecutive steps (epoch {epoch + 1}, "
+                f"step {gstep}); stopped; {self._last_checkpoint_words()}; lower train.lr_init, "
+                f"check the data, or raise train.max_nonfinite_steps"
+            )
+
     def _log_window(self, epoch: int, gstep: int, images_per_second: float) -> None:
-        metrics = self.step.read_metrics()
+        metrics = self.step.read_window()  # one host sync per logging window: metrics and skip counters
+        self._check_nonfinite(metrics["longest_nonfinite"], epoch, gstep)
         record = {"loss": metrics["loss"], "top1": metrics["top1"], "top5": metrics["top5"],
                   "lr": float(self.schedule(self.optimizer.iterations)), "img_per_s": images_per_second,
-                  "global_step": gstep, "updates_skipped": int(self.step.updates_skipped.numpy())}
+                  "global_step": gstep, "updates_skipped": metrics["updates_skipped"]}
         if hasattr(self.optimizer, "dynamic_scale"):
             record["loss_scale"] = float(self.optimizer.dynamic_scale.numpy())
         self.log.log_metrics((epoch + 1, gstep), record)

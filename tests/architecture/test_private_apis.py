@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {
     "_flatten_layers": {"effnet/models.py"},  # effnet.models.walk_layers
     "_use_weight_decay": {"plugins/nvlamb.py"},  # a keras Optimizer subclass asking its base class
+    "_moments": {"plugins/backends.py"},  # Horovod's synchronised BatchNorm replaces it per layer
+    "_reduction_axes": {"plugins/backends.py"},  # ... and reads the axes BatchNormalization reduces over
+    "_all_reduce_sum_gradients": {"plugins/backends.py"},  # tf.distribute: the step already summed them
     "gin_config._REGISTRY": {"effnet/config.py"},  # effnet.config._gin_registry
     "gin_config._LOCATION_PREFIXES": {"effnet/config.py"},  # effnet.config._gin_search_path
 }
@@ -51,6 +54,53 @@ def test_keras_optimizer_use_weight_decay_follows_exclusions():
     opt.exclude_from_weight_decay(var_list=[a])
     opt.build([a, b])
     assert opt._use_weight_decay(a) is False and opt._use_weight_decay(b) is True
+
+
+def test_keras_batchnorm_computes_moments_through_an_overridable_method():
+    """Horovod's sync BatchNorm (plugins/backends.py) swaps ``layer._moments``; training must call it."""
+    import keras
+    import numpy as np
+
+    layer = keras.layers.BatchNormalization(momentum=0.0)
+    layer.build((None, 2, 2, 3))
+    assert tuple(layer._reduction_axes) == (0, 1, 2)
+    calls = []
+    original = layer._moments
+
+    def spy(inputs, mask):
+        calls.append(1)
+        return original(inputs, mask)
+
+    layer._moments = spy
+    layer(np.ones([2, 2, 2, 3], np.float32), training=True)
+    assert calls
+
+
+def test_keras_tf_optimizer_all_reduces_through_an_overridable_method():
+    """tf.distribute backends replace ``_all_reduce_sum_gradients`` on the optimizer instance (the step sums once)."""
+    import keras
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        variable = keras.Variable([1.0])
+        optimizer = keras.optimizers.SGD(0.1)
+        optimizer.build([variable])
+    calls = []
+    original = optimizer._all_reduce_sum_gradients
+
+    def spy(grads_and_vars):
+        calls.append(1)
+        return original(grads_and_vars)
+
+    optimizer._all_reduce_sum_gradients = spy
+
+    @tf.function
+    def step():
+        strategy.run(lambda: optimizer.apply([tf.constant([1.0])], [variable]))
+
+    step()
+    assert calls and abs(float(variable.numpy()[0]) - 0.9) < 1e-6
 
 
 def test_gin_registry_and_search_path_wrappers():
