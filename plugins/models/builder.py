@@ -22,7 +22,7 @@ from keras import layers
 
 from effnet.errors import UserError
 from effnet.plugins.models.blocks import CONV_INIT, Block, FusedMBConv, MBConv
-from effnet.plugins.models.layers import HeadDropout, Normalize
+from effnet.plugins.models.layers import FusedBatchNorm, HeadDropout, Normalize
 from effnet.plugins.models.specs import VariantSpec, resolve_normalization
 
 __all__ = ["HEAD_LAYERS", "MIN_INPUT_SIZE", "apply_freeze", "build", "layer_stage", "weighted_layers"]
@@ -48,6 +48,8 @@ def build(
     drop_path_rate: float | None = None,
     bn_momentum: float = 0.99,
     bn_epsilon: float = 1e-3,
+    fused_bn: bool = True,
+    fold_bn: bool = True,
     activation: str = "swish",
     se_ratio: float | None = None,
     normalization="imagenet",
@@ -74,9 +76,14 @@ def build(
     except ValueError:
         raise UserError(f"efficientnet.activation={activation!r} is not a Keras activation (e.g. 'swish', 'relu', 'gelu')") from None
 
+    for key, value in (("fused_bn", fused_bn), ("fold_bn", fold_bn)):
+        if not isinstance(value, bool):
+            raise UserError(f"efficientnet.{key}={value!r} must be True or False")
+    batch_norm = FusedBatchNorm if fused_bn else layers.BatchNormalization
+
     def conv_bn_act(x, filters, kernel, stride, prefix):
         x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=f"{prefix}conv")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}bn")(x)
+        x = batch_norm(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}bn")(x)
         return layers.Activation(activation, name=f"{prefix}activation")(x)
 
     inputs = keras.Input((input_size, input_size, 3), name="images")
@@ -95,7 +102,7 @@ def build(
             x = BLOCKS[stage.block](
                 x.shape[-1], out_channels, kernel=stage.kernel, stride=stage.stride if j == 0 else 1,
                 expand=stage.expand, se_ratio=ratio, activation=activation, bn_momentum=bn_momentum,
-                bn_epsilon=bn_epsilon, drop_path_rate=drop_path_rate, block_fraction=index / n_blocks,
+                bn_epsilon=bn_epsilon, fused_bn=fused_bn, fold_bn=fold_bn, drop_path_rate=drop_path_rate, block_fraction=index / n_blocks,
                 name=f"block{i}{_block_letter(j)}",
             )(x)
             index += 1
