@@ -25,8 +25,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run
+
+# torch + timm for the benchmark's peer rows (large: only `make bench` installs them)
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
