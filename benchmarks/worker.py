@@ -10,7 +10,7 @@ The worker prints one JSON line (the last line of its output) for :mod:`benchmar
 Frameworks:
 
 * ``effnet``: this project's model and :class:`effnet.step.TrainStep` through
-  :func:`effnet.benchmark.run_benchmark` (the code behind ``effnet benchmark``: label smoothing,
+  :func:`effnet.benchmarking.run_benchmark` (the code behind ``effnet benchmark``: label smoothing,
   L2 term, finiteness check and the EMA over all weights included); ``gin`` bindings of the job
   select model knobs (the before/after rows of docs/performance.md).
 * ``keras``: ``keras.applications`` (EfficientNetV2S / EfficientNetB0), compiled with RMSprop,
@@ -81,7 +81,8 @@ def run_effnet(job):
     import gin
 
     import effnet.plugins.models  # noqa: F401 - registers the `efficientnet` configurable
-    from effnet.benchmark import BenchmarkConfig, run_benchmark
+    from effnet.benchmarking import run_benchmark
+    from effnet.settings import BenchmarkConfig
 
     # model knobs of this row, e.g. efficientnet.fused_bn = False for the before-optimisation baseline
     gin.parse_config(job.get("gin") or [])

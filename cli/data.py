@@ -8,9 +8,10 @@ import sys
 
 import click
 
+from effnet.cli.options import CONTEXT
+
 from effnet.errors import UserError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _progress_factory():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from effnet.cli.options import CONTEXT
+
 
 
 @click.command(name="import-weights", context_settings=CONTEXT)

@@ -1,4 +1,4 @@
-"""The ``effnet`` command: a thin click layer that loads plugins and gin, then calls the engine.
+"""The ``effnet`` command: the click group, its commands (one module each), and the exit-code contract.
 
 Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 1 internal failure.
 ``--debug`` (or ``EFFNET_DEBUG=1``) prints the traceback as well.
@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 1 intern
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -16,9 +15,15 @@ import click
 import effnet
 from effnet.errors import UserError, one_line
 
-# Shared by every command module (in effnet.cli.options so that command modules can import them
-# without importing this module, which imports them).
-from effnet.cli.options import CONTEXT, gin_options, load_config  # noqa: F401
+from effnet.cli.benchmark import benchmark
+from effnet.cli.config import config, plugins
+from effnet.cli.data import data
+from effnet.cli.evaluate import eval_
+from effnet.cli.export import export
+from effnet.cli.import_weights import import_weights
+from effnet.cli.options import CONTEXT
+from effnet.cli.predict import predict
+from effnet.cli.train import train
 
 
 @click.group(context_settings=CONTEXT)
@@ -38,125 +43,7 @@ def cli(debug: bool) -> None:
     """
 
 
-# --------------------------------------------------------------------------------------------------
-# train (eval, predict, benchmark and export live in effnet.cli.serve)
-
-
-@cli.command(context_settings=CONTEXT)
-@gin_options
-@click.option("--from-weights", type=click.Path(), default=None,
-              help="Start a new run from these weights: a run or checkpoint folder, or a .weights.h5/.keras file (train.from_weights).")
-@click.option("--replace-head", is_flag=True, default=False,
-              help="With --from-weights: allow a classifier with another number of classes (train.replace_head).")
-def train(gin_files, gin_params, model_dir, data_dir, from_weights, replace_head):
-    """Train a model; resumes from the latest checkpoint in --model-dir.
-
-    \b
-    Examples:
-      effnet train --gin quickstart --model-dir runs/quickstart
-      effnet train --gin efficientnet_v2_s/amp_8xA100 --data-dir /data/imagenet --model-dir /results \\
-          --gin-param 'train.epochs = 10'
-      effnet train --gin finetune --data-dir photos/ --from-weights v2s.weights.h5 --replace-head --model-dir ft
-    """
-    shorthands = []
-    if from_weights:
-        shorthands.append(f"train.from_weights = {from_weights!r}")
-    if replace_head:
-        shorthands.append("train.replace_head = True")
-    load_config(gin_files, [*shorthands, *gin_params], model_dir, data_dir)
-    from effnet.report import summary_lines
-    from effnet.train import TrainConfig, run
-
-    report = run(TrainConfig())
-    for line in summary_lines(report):
-        click.echo(line)
-
-
-# --------------------------------------------------------------------------------------------------
-# plugins / config
-
-
-@cli.command(context_settings=CONTEXT)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json):
-    """List every registered plugin by kind, name and source package.
-
-    \b
-    Example:
-      effnet plugins
-      EFFNET_DISABLE_PLUGIN_AUTOLOAD=1 effnet plugins   # built-ins only
-    """
-    from effnet.registry import get_registry
-
-    registry = get_registry()
-    rows = [(e.kind, e.name, e.plugin, e.source) for e in registry.entries()]
-    gin_dirs = [str(p) for p in registry.gin_paths]
-    if as_json:
-        click.echo(json.dumps({
-            "entries": [dict(zip(("kind", "name", "plugin", "source"), r)) for r in rows],
-            "gin_paths": gin_dirs,
-            "autoload": registry.autoload,
-        }, indent=2))
-        return
-    header = ("KIND", "NAME", "PLUGIN", "SOURCE")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    for d in gin_dirs:
-        click.echo(f"gin folder from a plugin: {d}")
-    if not registry.autoload:
-        click.echo("(plugin autoloading is off: EFFNET_DISABLE_PLUGIN_AUTOLOAD is set)")
-
-
-@cli.command(context_settings=CONTEXT)
-@gin_options
-@click.option("--list", "list_files", is_flag=True, help="List the available experiment files and exit.")
-@click.option("--configurables", is_flag=True, help="List every gin configurable and its parameters and exit.")
-def config(gin_files, gin_params, model_dir, data_dir, list_files, configurables):
-    """Print the fully resolved gin config without running anything.
-
-    \b
-    Examples:
-      effnet config --gin quickstart
-      effnet config --gin efficientnet_v2_s/amp_8xA100 --gin-param 'train.epochs=10'
-      effnet config --list
-    """
-    from effnet import config as cfg
-    from effnet.registry import get_registry
-
-    get_registry()
-    if list_files:
-        for d in cfg.search_dirs():
-            names = cfg.available_gin_files([d])
-            if names:
-                click.echo(f"# {d}")
-                for name in names:
-                    click.echo(f"  {name}")
-        return
-    if configurables:
-        for name in cfg.configurable_names():
-            click.echo(f"{name}({', '.join(cfg.configurable_parameters(name))})")
-        return
-    if not gin_files and not gin_params:
-        raise UserError("nothing to show: pass --gin NAME (see `effnet config --list`) or --gin-param")
-    parsed = load_config(gin_files, gin_params, model_dir, data_dir, finalize=False)
-    click.echo("# Resolved by `effnet config`")
-    for path in parsed.includes:
-        click.echo(f"#   read {path}")
-    for param in parsed.params:
-        click.echo(f"#   --gin-param {param}")
-    click.echo(parsed.config_str())
-
-
-from effnet.cli.data import data as _data  # noqa: E402
-
-cli.add_command(_data)
-from effnet.cli.import_weights import import_weights  # noqa: E402
-
-cli.add_command(import_weights)
-from effnet.cli.serve import COMMANDS as _serve_commands  # noqa: E402
-
-for _command in _serve_commands:
+for _command in (train, eval_, predict, benchmark, export, config, plugins, data, import_weights):
     cli.add_command(_command)
 
 

@@ -1,10 +1,14 @@
-"""Options and helpers shared by the command modules (kept apart from main.py to avoid import cycles)."""
+"""Options and helpers shared by the command modules (kept apart from main.py, which imports the commands)."""
 
 from __future__ import annotations
 
 import functools
+import sys
 
 import click
+
+from effnet.files import write_text_atomic
+from effnet.precision import PRECISIONS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,14 +33,34 @@ def gin_options(func):
     return wrapper
 
 
+checkpoint_option = click.option(
+    "--checkpoint", default="latest", show_default=True, metavar="latest|best|PATH",
+    help="Which checkpoint: the latest, the best by validation top-1 (meta.json), or a ckpt-* / run folder.")
+precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                                help="Shorthand for train.precision (default: the run's).")
+
+
 def load_config(gin_files, gin_params, model_dir=None, data_dir=None, finalize=True):
     """Load plugins, then parse gin with the CLI shorthands applied before --gin-param."""
-    from effnet import config
-    from effnet.registry import get_registry
+    from effnet.api import configure
 
-    get_registry()
-    macros = {"MODEL_DIR": model_dir, "DATA_DIR": data_dir}
-    return config.parse(gin_files, gin_params, macros=macros, finalize=finalize)
+    return configure(gin_files, gin_params, model_dir, data_dir, finalize=finalize)
 
 
-__all__ = ["CONTEXT", "gin_options", "load_config"]
+def progress_bar(total: int, label: str):
+    """A progress bar on stderr when it is a terminal (else None: nothing is drawn)."""
+    if not sys.stderr.isatty():
+        return None
+    return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+
+
+def emit(text: str, output) -> None:
+    """Print ``text``, or write it atomically to ``output`` and say so on stderr."""
+    if output:
+        write_text_atomic(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+__all__ = ["CONTEXT", "checkpoint_option", "emit", "gin_options", "load_config", "precision_option", "progress_bar"]

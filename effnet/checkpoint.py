@@ -25,6 +25,33 @@ PREFIX = "ckpt-"
 TF_PREFIX = "ckpt"
 META = "meta.json"
 
+# The checkpoint's object graph: what each group of variables is called inside ``ckpt.index``.
+MODEL_VARIABLES = "model_variables"  # every model variable, in model.variables order
+EMA = "ema"  # the EMA's averages, in effnet.ema.averaged_variables(model) order
+
+
+def variable_key(group: str, index: int) -> str:
+    """The name of variable ``index`` of ``group`` inside a checkpoint (tf.train.Checkpoint's layout)."""
+    path = f"{EMA}/averages" if group == EMA else group
+    return f"{path}/{index}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def checkpoint_objects(model, optimizer=None, ema=None, **extra) -> dict:
+    """The objects a training checkpoint tracks, under the names :func:`variable_key` reads back."""
+    objects = {MODEL_VARIABLES: list(model.variables), **extra}
+    if optimizer is not None:
+        objects["optimizer"] = optimizer
+    if ema is not None:
+        objects[EMA] = ema
+    return objects
+
+
+def has_ema(prefix: str) -> bool:
+    """Whether the TF checkpoint at ``prefix`` (``.../ckpt``) holds EMA averages."""
+    import tensorflow as tf
+
+    return variable_key(EMA, 0) in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+
 
 @dataclass(frozen=True)
 class CheckpointInfo:
@@ -180,4 +207,5 @@ class CheckpointManager:
             raise UserError(f"checkpoint {info.path} cannot be read: {exc.message.splitlines()[0]}; delete it to resume from the one before") from None
 
 
-__all__ = ["CheckpointInfo", "CheckpointManager", "checkpoint_dir", "ensure_writable", "latest_checkpoint", "list_checkpoints"]
+__all__ = ["EMA", "MODEL_VARIABLES", "CheckpointInfo", "CheckpointManager", "checkpoint_dir", "checkpoint_objects", "ensure_writable",
+           "has_ema", "latest_checkpoint", "list_checkpoints", "variable_key"]

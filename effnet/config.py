@@ -26,9 +26,12 @@ import gin
 from gin import config as gin_config
 from gin import config_parser
 
+from effnet import settings  # noqa: F401 - the engine's configurables (train, benchmark, export, loggers)
+from effnet.data import options  # noqa: F401 - the input pipeline's configurable (input_pipeline)
 from effnet.errors import UserError, closest, did_you_mean
-
-OPERATIVE_CONFIG = "operative_config.gin"
+from effnet.files import write_text_atomic
+from effnet.registry import get_registry
+from effnet.runfolder import OPERATIVE_CONFIG
 
 # Command-line flags that are shorthands for gin macros; used to say which flag sets a macro.
 MACRO_FLAGS = {"MODEL_DIR": "--model-dir", "DATA_DIR": "--data-dir"}
@@ -41,18 +44,15 @@ def packaged_gin_dir() -> Path:
     install has it at the repository's top-level ``gin/``. It deliberately has no ``__init__.py``:
     a top-level package called ``gin`` would shadow the gin-config library.
     """
-    import effnet
-
-    installed = Path(effnet.__file__).resolve().parent / "gin"
+    package = Path(__file__).resolve().parent
+    installed = package / "gin"
     if installed.is_dir():
         return installed
-    return Path(effnet.__file__).resolve().parents[1] / "gin"
+    return package.parent / "gin"
 
 
 def search_dirs(extra: Sequence[Path] = ()) -> list[Path]:
     """Folders searched for gin files after the path itself: packaged gin/, then plugins'."""
-    from effnet.registry import get_registry
-
     dirs = [packaged_gin_dir(), *get_registry().gin_paths, *extra]
     unique: list[Path] = []
     for d in dirs:
@@ -188,7 +188,7 @@ def _located(filename: str) -> str:
     """The full path of a file gin names as it was written in an include line."""
     if os.path.isabs(filename):
         return filename
-    for prefix in gin_config._LOCATION_PREFIXES:
+    for prefix in _gin_search_path():
         path = Path(prefix or ".") / filename
         if path.is_file():
             return str(path.resolve())
@@ -197,11 +197,11 @@ def _located(filename: str) -> str:
 
 def configurable_names() -> list[str]:
     """Every registered gin configurable, by its short name."""
-    return sorted({selector.split(".")[-1] for selector, _ in gin_config._REGISTRY.items()} - {"macro", "constant", "singleton"})
+    return sorted({selector.split(".")[-1] for selector, _ in _gin_registry().items()} - {"macro", "constant", "singleton"})
 
 
 def configurable_parameters(name: str) -> list[str]:
-    configurable = gin_config._REGISTRY.get_match(name)
+    configurable = _gin_registry().get_match(name)
     if configurable is None:
         return []
     try:
@@ -254,11 +254,6 @@ def parse(
     Plugins must be loaded before calling this (their configurables must exist); the registry is
     loaded on first use here. Raises UserError with a one-line message on any problem.
     """
-    import effnet.benchmark  # noqa: F401
-    import effnet.export  # noqa: F401
-    import effnet.loggers  # noqa: F401 - the engine's own configurables must exist before parsing
-    import effnet.train  # noqa: F401
-
     gin.clear_config()
     dirs = search_dirs()
     files = [resolve_gin_file(name, dirs) for name in gin_files]
@@ -313,8 +308,23 @@ def _quiet_resource_reader():
         root.removeFilter(noise)
 
 
+# --------------------------------------------------------------------------------------------------
+# gin internals: the two private names of gin-config this module needs, each used only here
+# (tests/architecture/test_private_apis.py fails loudly when a gin release changes them).
+
+
+def _gin_registry():
+    """gin's registry of configurables (no public API lists them)."""
+    return gin_config._REGISTRY
+
+
+def _gin_search_path() -> list[str]:
+    """gin's include search path, in place (gin.add_config_file_search_path appends; nothing public resets)."""
+    return gin_config._LOCATION_PREFIXES
+
+
 def _set_search_path(dirs: Sequence[Path]) -> None:
-    prefixes = gin_config._LOCATION_PREFIXES
+    prefixes = _gin_search_path()
     del prefixes[:]
     prefixes.append("")
     for d in dirs:
@@ -327,8 +337,6 @@ def write_operative_config(model_dir: str | os.PathLike, name: str = OPERATIVE_C
 
     Written to a temporary file and renamed, so a crash never leaves half a config.
     """
-    from effnet.files import write_text_atomic
-
     return write_text_atomic(Path(model_dir) / name, gin.operative_config_str() or gin.config_str())
 
 

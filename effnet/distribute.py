@@ -17,9 +17,12 @@ Horovod and tf.distribute are plugins registered through ``effnet_backends``.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from effnet.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,25 @@ class Backend:
     def shutdown(self) -> None:
         """Release the process group."""
 
+    def check_launch(self, name: str) -> None:
+        """UserError when a launcher started several processes but this backend runs only one."""
+        launched = launcher_world_size()
+        if launched > 1 and self.size == 1:
+            raise UserError(
+                f"this process is one of {launched} started by a launcher, but train.backend={name!r} runs a "
+                f"single process: every process would train alone and write the same model dir; pick a multi-process "
+                f"backend (see `effnet plugins`) or start one process"
+            )
+
+
+def launcher_world_size() -> int:
+    """How many processes horovodrun/mpirun/torchrun-style launchers say they started (1 if none)."""
+    for name in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
 
 class SingleProcess(Backend):
     """The default: one process, one replica, nothing to reduce."""
@@ -99,4 +121,4 @@ class SingleProcess(Backend):
     name = "single"
 
 
-__all__ = ["Backend", "ShardInfo", "SingleProcess"]
+__all__ = ["Backend", "ShardInfo", "SingleProcess", "launcher_world_size"]

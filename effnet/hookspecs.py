@@ -30,10 +30,19 @@ hookspec = pluggy.HookspecMarker("effnet")
 def effnet_models():
     """Register model architectures.
 
-    Return ``{name: factory}``. The engine calls ``factory(num_classes=N)`` and expects a plain
-    Keras 3 model mapping images ``[batch, height, width, 3]`` with values in ``[0, 255]`` (any
-    float dtype or uint8, any spatial size at or above the model's minimum) to float32 logits
-    ``[batch, N]``. Normalisation belongs inside the model. Layers whose behaviour changes
+    Return ``{name: factory}``. The engine calls ``factory(num_classes=N)`` (through
+    :func:`effnet.models.build_model`, which checks this contract everywhere a model is built):
+
+    * the result is a ``keras.Model`` mapping images ``[batch, height, width, 3]`` with values in
+      ``[0, 255]`` (any float dtype or uint8, any spatial size at or above the model's minimum) to
+      **float32** logits ``[batch, N]`` (no softmax; give the classifier ``dtype="float32"`` so
+      mixed precision keeps it). Normalisation belongs inside the model;
+    * ``model.min_input_size`` (optional, default 32) is the smallest square input it accepts; runs,
+      evaluation and benchmarks refuse smaller sizes with a one-line error;
+    * the classifier is the model's **last** ``keras.layers.Dense`` layer: ``--replace-head``
+      re-initialises exactly that layer when the number of classes differs.
+
+    Layers whose behaviour changes
     between progressive stages (dropout, stochastic depth) expose
     ``apply_stage(params: Mapping[str, float])``; the engine calls it on every layer that has it
     when a stage starts, with keys such as ``dropout`` and ``drop_path``, and reads the values a
@@ -111,7 +120,10 @@ def effnet_augmenters():
     parameters of the current progressive stage (for example ``magnitude`` or ``alpha``) and
     expects an :class:`effnet.data.Augmenter`: either per-image (``level = "image"``, runs on
     uint8 images before batching) or per-batch (``level = "batch"``, mixes images and one-hot
-    labels, optionally deferred to the training step).
+    labels, optionally deferred to the training step). An augmenter keeps each numeric
+    constructor argument as an attribute of the same name (``self.magnitude = magnitude``):
+    progressive stages read the configured values from there and pass per-stage values back as
+    constructor arguments.
 
     Example::
 

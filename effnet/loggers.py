@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import gin
+from effnet.settings import LoggerConfig
 
 Step = tuple[int, ...] | str
 
@@ -90,11 +90,16 @@ class MetricLogger(Logger):
         self.close()
 
 
-@gin.configurable("loggers")
-def make_loggers(model_dir=None, is_writer: bool = True, names: Iterable[str] = ("dllogger", "stdout", "tensorboard")) -> MetricLogger:
-    """Build the run's loggers by registered name (only on the writing process)."""
+def configured_names() -> list[str]:
+    """The metric sinks bound to ``loggers.names`` (gin/base/loggers.gin binds the built-in ones)."""
+    return list(LoggerConfig().names)
+
+
+def make_loggers(model_dir=None, is_writer: bool = True, names: Iterable[str] | None = None) -> MetricLogger:
+    """Build the run's loggers by registered name (only on the writing process); ``names`` default: gin's."""
     from effnet import registry
 
     if not is_writer:
         return MetricLogger([])
+    names = configured_names() if names is None else list(names)
     return MetricLogger([registry.get("logger", name)(model_dir=model_dir) for name in names])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from effnet.files import atomic_path
+
 
 def plot_history(history: list[dict], path: Path) -> Path | None:
     """Loss and top-1 over steps (training windows and evaluations) as a PNG; None without matplotlib."""
@@ -37,10 +39,11 @@ def plot_history(history: list[dict], path: Path) -> Path | None:
         ax.legend()
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -52,7 +52,9 @@ def validate(stages: Sequence[Stage], epochs: int, source: str) -> list[Stage]:
 
 def stage_layers(model):
     """Every layer of ``model`` that reacts to stage changes (has ``apply_stage``)."""
-    return [layer for layer in model._flatten_layers(include_self=False) if hasattr(layer, "apply_stage")]
+    from effnet.models import walk_layers
+
+    return [layer for layer in walk_layers(model) if hasattr(layer, "apply_stage")]
 
 
 def model_stage_values(model) -> dict[str, float]:

@@ -18,8 +18,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from effnet import precision as precision_mod
+from effnet import registry
 from effnet.distribute import Backend
-from effnet.evaluate import topk_correct
+from effnet.errors import UserError
+from effnet.metrics import topk_correct
+from effnet.models import walk_layers
 
 NO_DECAY_LAYERS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.GroupNormalization)
 
@@ -31,7 +35,7 @@ def decayed_variables(model, decay_bias: bool = False, decay_norm: bool = False)
     biases (1-D variables owned by other layers).
     """
     norm_ids = set()
-    for layer in model._flatten_layers(include_self=False):
+    for layer in walk_layers(model):
         if isinstance(layer, NO_DECAY_LAYERS):
             norm_ids.update(id(v) for v in layer.trainable_weights)
     chosen = []
@@ -45,6 +49,27 @@ def decayed_variables(model, decay_bias: bool = False, decay_norm: bool = False)
         else:
             chosen.append(v)
     return chosen
+
+
+def make_optimizer(name: str, model, learning_rate, *, precision: str = "fp32", clip_norm: float | None = None,
+                   decay_bias: bool = False, decay_norm: bool = False):
+    """The registered optimizer ``name``, built for ``model``'s trainable variables.
+
+    Weight decay of optimizers that decay themselves (AdamW, nvLAMB) touches the same variables as
+    the loss's L2 term (:func:`decayed_variables`); ``clip_norm`` clips by global norm; ``amp``
+    wraps it in Keras' dynamic loss scaling.
+    """
+    optimizer = registry.get("optimizer", name)(learning_rate=learning_rate)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise UserError(f"optimizer {name!r} returned {type(optimizer).__name__}, not a keras.optimizers.Optimizer")
+    decayed = {id(v) for v in decayed_variables(model, decay_bias, decay_norm)}
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if id(v) not in decayed])
+    if clip_norm:
+        optimizer.global_clipnorm = float(clip_norm)
+    if precision_mod.uses_loss_scaling(precision):
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 def is_loss_scaled(optimizer) -> bool:
@@ -184,4 +209,4 @@ class TrainStep:
         return {"loss": sums[0] / n, "top1": sums[1] / n, "top5": sums[2] / n, "examples": sums[3]}
 
 
-__all__ = ["TrainStep", "decayed_variables", "is_loss_scaled"]
+__all__ = ["TrainStep", "decayed_variables", "is_loss_scaled", "make_optimizer"]

@@ -12,13 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from effnet.errors import UserError
-
-
-def head_variables(model) -> list:
-    import keras
-
-    dense = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, keras.layers.Dense)]
-    return list(dense[-1].weights) if dense else []
+from effnet.models import head_variables
 
 
 def _find_prefix(path: Path) -> str | None:
@@ -63,16 +57,16 @@ def _load_tf_checkpoint(model, prefix: str, replace_head: bool, use_ema: bool) -
 
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
-    key = "model_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
-    ema_key = "ema/averages/{}/.ATTRIBUTES/VARIABLE_VALUE"
+    from effnet.checkpoint import EMA, MODEL_VARIABLES, variable_key
+
     ema_index = {id(v): i for i, v in enumerate(averaged_variables(model))}
-    have_ema = use_ema and ema_key.format(0) in shapes
+    have_ema = use_ema and variable_key(EMA, 0) in shapes
     head = {id(v) for v in head_variables(model)}
     loaded, skipped = 0, []
     for i, var in enumerate(model.variables):
-        name = key.format(i)
+        name = variable_key(MODEL_VARIABLES, i)
         if have_ema and id(var) in ema_index:
-            name = ema_key.format(ema_index[id(var)])
+            name = variable_key(EMA, ema_index[id(var)])
         if name not in shapes:
             raise UserError(f"checkpoint {prefix} has no value for {var.path} (variable #{i}); it was written by another architecture")
         found, expected = tuple(shapes[name]), tuple(var.shape)

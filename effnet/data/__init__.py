@@ -24,7 +24,7 @@ from effnet.data.options import PipelineOptions, pipeline_options
 
 _LAZY = {
     "Augmenter": "augment", "BatchAugmenter": "augment", "apply_deferred_mixing": "augment",
-    "translate_error": "errors",
+    "translate_error": "errors", "translated": "errors",
     "eval_dataset": "pipeline", "train_dataset": "pipeline",
     "CROP_PADDING": "preprocess", "MEAN_RGB": "preprocess", "STDDEV_RGB": "preprocess",
     "decode_for_eval": "preprocess", "decode_for_train": "preprocess",

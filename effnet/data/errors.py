@@ -8,18 +8,14 @@ what kind of data problem it was and what to do.
 
 from __future__ import annotations
 
-import re
+import contextlib
 
-from effnet.errors import UserError, one_line
+from effnet.errors import UserError
+from effnet.native import tf_error_text
 
 MARK = "EFFNET_DATA_ERROR: "
 
 
-def _tf_first_line(text: str) -> str:
-    text = re.sub(r"\{\{function_node [^}]*\}\}", "", text)
-    text = re.sub(r"\[\[\{\{node [^}]*\}\}\]\]", "", text)
-    text = re.sub(r"\[Op:\w+\].*$", "", text, flags=re.S)
-    return one_line(text.split("\n")[0]).strip()
 
 
 def translate_error(exc: BaseException) -> UserError | None:
@@ -39,7 +35,7 @@ def translate_error(exc: BaseException) -> UserError | None:
         return None
     if not isinstance(exc, tf.errors.OpError):
         return None
-    detail = _tf_first_line(text)
+    detail = tf_error_text(text)
     if isinstance(exc, tf.errors.DataLossError) or "truncated record" in text or "corrupted record" in text:
         return UserError(
             f"a TFRecord file of the dataset is truncated or corrupt ({detail}); `effnet data stats DATA_DIR` names "
@@ -57,4 +53,19 @@ def translate_error(exc: BaseException) -> UserError | None:
     return None
 
 
-__all__ = ["MARK", "translate_error"]
+@contextlib.contextmanager
+def translated():
+    """Re-raise an error met while iterating data as a one-line UserError when it is the data's fault."""
+    try:
+        yield
+    except Exception as exc:
+        try:
+            error = translate_error(exc)
+        except Exception:  # noqa: BLE001 - translation must never hide the original error
+            error = None
+        if error is None:
+            raise
+        raise error from None
+
+
+__all__ = ["MARK", "translate_error", "translated"]

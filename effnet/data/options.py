@@ -13,41 +13,9 @@ from effnet.errors import UserError, did_you_mean
 ON_ERROR = ("fail", "skip")
 
 
+@gin.configurable("input_pipeline", module="effnet.data")
 @dataclass(frozen=True)
 class PipelineOptions:
-    shuffle_buffer: int = 10000
-    min_object_covered: float = 0.1
-    aspect_ratio_range: tuple = (3 / 4, 4 / 3)
-    area_range: tuple = (0.05, 1.0)
-    max_attempts: int = 100
-    random_flip: bool = True
-    resize_method: str = "bilinear"
-    eval_crop_fraction: float | None = None
-    num_parallel_calls: int = -1
-    prefetch: int = -1
-    cache: bool = False
-    min_files_per_shard: int = 4
-    on_error: str = "fail"
-    deterministic: bool = True
-
-
-@gin.configurable("input_pipeline", module="effnet.data")
-def pipeline_options(
-    shuffle_buffer: int = 10000,
-    min_object_covered: float = 0.1,
-    aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
-    area_range: Sequence[float] = (0.05, 1.0),
-    max_attempts: int = 100,
-    random_flip: bool = True,
-    resize_method: str = "bilinear",
-    eval_crop_fraction: float | None = None,
-    num_parallel_calls: int = -1,
-    prefetch: int = -1,
-    cache: bool = False,
-    min_files_per_shard: int = 4,
-    on_error: str = "fail",
-    deterministic: bool = True,
-) -> PipelineOptions:
     """Input-pipeline settings (gin: ``input_pipeline.NAME = value``).
 
     shuffle_buffer: records in the training shuffle buffer (per process); 0 or 1 turns it off.
@@ -63,19 +31,50 @@ def pipeline_options(
         'skip' reports each one on stderr (with a running count) and goes on.
     deterministic: keep element order fixed in parallel stages (same seed -> same batches).
     """
-    if on_error not in ON_ERROR:
-        raise UserError(f"input_pipeline.on_error={on_error!r} is not one of {', '.join(ON_ERROR)}{did_you_mean(on_error, ON_ERROR)}")
-    if len(tuple(aspect_ratio_range)) != 2 or len(tuple(area_range)) != 2:
-        raise UserError("input_pipeline.aspect_ratio_range and area_range must be pairs (low, high)")
-    if not 0 < area_range[0] <= area_range[1] <= 1:
-        raise UserError(f"input_pipeline.area_range={tuple(area_range)} must satisfy 0 < low <= high <= 1")
-    if eval_crop_fraction is not None and not 0 < eval_crop_fraction <= 1:
-        raise UserError(f"input_pipeline.eval_crop_fraction={eval_crop_fraction} must be in (0, 1] or None")
-    return PipelineOptions(
-        int(shuffle_buffer), float(min_object_covered), tuple(aspect_ratio_range), tuple(area_range), int(max_attempts),
-        bool(random_flip), str(resize_method), eval_crop_fraction, int(num_parallel_calls), int(prefetch), bool(cache),
-        int(min_files_per_shard), on_error, bool(deterministic),
-    )
+
+    shuffle_buffer: int = 10000
+    min_object_covered: float = 0.1
+    aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3)
+    area_range: Sequence[float] = (0.05, 1.0)
+    max_attempts: int = 100
+    random_flip: bool = True
+    resize_method: str = "bilinear"
+    eval_crop_fraction: float | None = None
+    num_parallel_calls: int = -1
+    prefetch: int = -1
+    cache: bool = False
+    min_files_per_shard: int = 4
+    on_error: str = "fail"
+    deterministic: bool = True
+
+    def __post_init__(self):
+        if self.on_error not in ON_ERROR:
+            raise UserError(f"input_pipeline.on_error={self.on_error!r} is not one of {', '.join(ON_ERROR)}"
+                            f"{did_you_mean(self.on_error, ON_ERROR)}")
+        if len(tuple(self.aspect_ratio_range)) != 2 or len(tuple(self.area_range)) != 2:
+            raise UserError("input_pipeline.aspect_ratio_range and area_range must be pairs (low, high)")
+        if not 0 < self.area_range[0] <= self.area_range[1] <= 1:
+            raise UserError(f"input_pipeline.area_range={tuple(self.area_range)} must satisfy 0 < low <= high <= 1")
+        if self.eval_crop_fraction is not None and not 0 < self.eval_crop_fraction <= 1:
+            raise UserError(f"input_pipeline.eval_crop_fraction={self.eval_crop_fraction} must be in (0, 1] or None")
+        for name, kind in self.__annotations__.items():
+            value = getattr(self, name)
+            if kind == "int":
+                value = int(value)
+            elif kind == "float":
+                value = float(value)
+            elif kind == "bool":
+                value = bool(value)
+            elif kind == "str":
+                value = str(value)
+            elif kind.startswith("Sequence"):
+                value = tuple(value)
+            object.__setattr__(self, name, value)
+
+
+def pipeline_options() -> PipelineOptions:
+    """The input-pipeline settings gin holds now."""
+    return PipelineOptions()
 
 
 __all__ = ["ON_ERROR", "PipelineOptions", "pipeline_options"]

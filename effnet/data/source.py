@@ -20,10 +20,11 @@ from pathlib import Path
 import tensorflow as tf
 
 from effnet.data import records as rec
+from effnet.data.options import pipeline_options
 from effnet.errors import UserError, did_you_mean
+from effnet.images import IMAGE_EXTENSIONS
 
 SPLITS = ("train", "validation")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 @dataclass
@@ -109,8 +110,6 @@ class TFRecordSource(DataSource):
     def on_error(self) -> str:
         if self._on_error is not None:
             return self._on_error
-        from effnet.data.pipeline import pipeline_options
-
         return pipeline_options().on_error
 
     def _pattern(self, split: str) -> str:

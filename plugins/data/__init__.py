@@ -11,6 +11,7 @@ import gin
 
 import effnet
 import effnet.data.options  # noqa: F401 - registers the gin configurable input_pipeline (no TF import)
+from effnet.images import IMAGE_EXTENSIONS
 
 
 @gin.configurable("demo", module="effnet.plugins.data")
@@ -40,7 +41,7 @@ def tfrecord(data_dir=gin.REQUIRED, num_classes=None, class_names=None, label_of
 
 
 @gin.configurable("folder", module="effnet.plugins.data")
-def folder(data_dir=gin.REQUIRED, extensions=(".jpg", ".jpeg", ".png", ".bmp", ".gif")):
+def folder(data_dir=gin.REQUIRED, extensions=IMAGE_EXTENSIONS):
     """Images in DATA_DIR/<split>/<class>/*.jpg|png (split: train, validation or val)."""
     from effnet.data import FolderSource
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import gin
 
 import effnet
-from effnet.plugins.models.specs import VARIANTS, default_resolution, get_variant, variant_names
+from effnet.plugins.models.specs import VARIANTS, ModelKnobs, default_resolution, get_variant, variant_names
 
 __all__ = [
     "default_resolution",
@@ -56,39 +56,23 @@ __all__ = [
     "import_keras_weights",
     "load_model",
     "load_pretrained",
+    "ModelKnobs",
     "variant_names",
 ]
 
 
-@gin.configurable
-def efficientnet(
-    variant: str,
-    num_classes: int = 1000,
-    width: float | None = None,
-    depth: float | None = None,
-    dropout_rate: float | None = None,
-    drop_path_rate: float | None = None,
-    bn_momentum: float = 0.99,
-    bn_epsilon: float = 1e-3,
-    fused_bn: bool = True,
-    fold_bn: bool = True,
-    activation: str = "swish",
-    se_ratio: float | None = None,
-    normalization="imagenet",
-    include_top: bool = True,
-    features_only: bool = False,
-    freeze=None,
-    input_size: int | None = None,
-):
-    """Build the EfficientNet ``variant`` (a registered name) as a Keras model; see the module docstring."""
-    spec = get_variant(variant).scaled(width, depth)
+def efficientnet(variant: str, num_classes: int = 1000, **knobs):
+    """Build the EfficientNet ``variant`` (a registered name) as a Keras model; see the module docstring.
+
+    ``knobs`` override the gin bindings of ``efficientnet.*`` (:class:`~.specs.ModelKnobs`) for this call.
+    """
     from effnet.plugins.models.builder import build
 
-    return build(
-        spec, num_classes, dropout_rate=dropout_rate, drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
-        bn_epsilon=bn_epsilon, fused_bn=fused_bn, fold_bn=fold_bn, activation=activation, se_ratio=se_ratio, normalization=normalization,
-        include_top=include_top, features_only=features_only, freeze=freeze, input_size=input_size,
-    )
+    try:
+        settings = ModelKnobs(**knobs)
+    except TypeError as exc:
+        raise effnet.UserError(f"efficientnet(): {exc}; the knobs are {', '.join(ModelKnobs.__dataclass_fields__)}") from None
+    return build(get_variant(variant).scaled(settings.width, settings.depth), num_classes, settings)
 
 
 @gin.configurable

@@ -23,7 +23,7 @@ from keras import layers
 from effnet.errors import UserError
 from effnet.plugins.models.blocks import CONV_INIT, Block, FusedMBConv, MBConv
 from effnet.plugins.models.layers import FusedBatchNorm, HeadDropout, Normalize
-from effnet.plugins.models.specs import VariantSpec, resolve_normalization
+from effnet.plugins.models.specs import ModelKnobs, VariantSpec, resolve_normalization
 
 __all__ = ["HEAD_LAYERS", "MIN_INPUT_SIZE", "apply_freeze", "build", "layer_stage", "weighted_layers"]
 
@@ -40,25 +40,13 @@ def _block_letter(j: int) -> str:
     return chr(97 + j) if j < 26 else chr(96 + j // 26) + chr(97 + j % 26)
 
 
-def build(
-    spec: VariantSpec,
-    num_classes: int = 1000,
-    *,
-    dropout_rate: float | None = None,
-    drop_path_rate: float | None = None,
-    bn_momentum: float = 0.99,
-    bn_epsilon: float = 1e-3,
-    fused_bn: bool = True,
-    fold_bn: bool = True,
-    activation: str = "swish",
-    se_ratio: float | None = None,
-    normalization="imagenet",
-    include_top: bool = True,
-    features_only: bool = False,
-    freeze=None,
-    input_size: int | None = None,
-) -> keras.Model:
-    """Build ``spec`` (already scaled to the wanted width/depth) as a Keras model; knobs as in :func:`effnet.plugins.models.efficientnet`."""
+def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None = None) -> keras.Model:
+    """Build ``spec`` (already scaled to the wanted width/depth) as a Keras model with ``knobs`` (default: gin's)."""
+    knobs = knobs if knobs is not None else ModelKnobs()
+    dropout_rate, drop_path_rate, bn_momentum, bn_epsilon = knobs.dropout_rate, knobs.drop_path_rate, knobs.bn_momentum, knobs.bn_epsilon
+    activation, se_ratio, normalization, include_top = knobs.activation, knobs.se_ratio, knobs.normalization, knobs.include_top
+    features_only, freeze, input_size = knobs.features_only, knobs.freeze, knobs.input_size
+    fused_bn, fold_bn = knobs.fused_bn, knobs.fold_bn
     mean, std = resolve_normalization(normalization)
     dropout_rate = spec.dropout if dropout_rate is None else dropout_rate
     drop_path_rate = spec.drop_path if drop_path_rate is None else drop_path_rate

@@ -44,7 +44,7 @@ import numpy as np
 from effnet.errors import UserError
 from effnet.plugins.models import layers as _layers  # noqa: F401 - registers our layers for load_model
 from effnet.plugins.models.builder import build, layer_stage, weighted_layers
-from effnet.plugins.models.specs import NORMALIZATIONS, VARIANTS, VariantSpec, get_variant, normalization_name
+from effnet.plugins.models.specs import NORMALIZATIONS, VARIANTS, VariantSpec, default_knobs, get_variant, normalization_name
 
 __all__ = [
     "ImportReport",
@@ -437,7 +437,7 @@ def import_keras_weights(
         spec = get_variant(src.variant)
     classes = num_classes if num_classes is not None else src.num_classes
     norm = normalization_name(*src.normalization) if src.normalization else "imagenet"
-    model = build(spec, classes or 1000, normalization=norm, include_top=classes is not None)
+    model = build(spec, classes or 1000, default_knobs(normalization=norm, include_top=classes is not None))
     report = transfer(model, src, replace_head=replace_head)
     report.normalization = norm
     if check:

@@ -28,6 +28,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import gin
+
 from effnet.errors import UserError, did_you_mean
 
 __all__ = [
@@ -47,6 +49,38 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Stages
 
+
+
+@gin.configurable("efficientnet", module="effnet.plugins.models")
+@dataclass(frozen=True)
+class ModelKnobs:
+    """The knobs every variant shares: bind them in gin as ``efficientnet.<name>`` (see the package docstring).
+
+    ``None`` means "the variant's published value".
+    """
+
+    width: float | None = None
+    depth: float | None = None
+    dropout_rate: float | None = None
+    drop_path_rate: float | None = None
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    fused_bn: bool = True
+    fold_bn: bool = True
+    activation: str = "swish"
+    se_ratio: float | None = None
+    normalization: object = "imagenet"
+    include_top: bool = True
+    features_only: bool = False
+    freeze: object = None
+    input_size: int | None = None
+
+
+def default_knobs(**overrides) -> ModelKnobs:
+    """Knobs at their defaults whatever gin binds (every field passed explicitly), with ``overrides``."""
+    from dataclasses import fields
+
+    return ModelKnobs(**{**{f.name: f.default for f in fields(ModelKnobs)}, **overrides})
 
 @dataclass(frozen=True)
 class StageSpec:

@@ -22,7 +22,7 @@ def test_experiment_resolves_and_validates(name, capsys):
     result = run_inprocess(capsys, "config", "--gin", name, "--model-dir", "/tmp/x", "--data-dir", "/data")
     assert result.code == 0, result.err
     assert "train.model = " in result.out
-    from effnet.train import TrainConfig
+    from effnet.settings import TrainConfig
 
     config.parse([name], macros={"MODEL_DIR": "/tmp/x", "DATA_DIR": "/data"})
     cfg = TrainConfig()  # every value passes validation
@@ -34,7 +34,7 @@ def test_experiment_resolves_and_validates(name, capsys):
     ("efficientnet_v2_s/amp_8xV100", "amp", 128), ("efficientnet_v2_s/fp32_8xV100", "fp32", 64),
 ])
 def test_v2s_recipe_values(name, precision, batch):
-    from effnet.train import TrainConfig
+    from effnet.settings import TrainConfig
 
     config.parse([name], macros={"MODEL_DIR": "/tmp/x", "DATA_DIR": "/data"})
     cfg = TrainConfig()
@@ -47,7 +47,7 @@ def test_v2s_recipe_values(name, precision, batch):
 def test_v2s_progressive_table_from_the_recipe_file():
     import keras
 
-    from effnet.train import TrainConfig, build_stages
+    from effnet.trainer import TrainConfig, build_stages
     from effnet import registry
 
     config.parse(["efficientnet_v2_s/amp_8xA100"], macros={"MODEL_DIR": "/tmp/x", "DATA_DIR": "/data"})
@@ -67,7 +67,7 @@ def test_v2s_progressive_table_from_the_recipe_file():
 
 
 def test_large_batch_recipe_uses_nvlamb():
-    from effnet.train import TrainConfig
+    from effnet.settings import TrainConfig
 
     import gin
 

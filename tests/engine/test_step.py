@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from effnet.step import TrainStep, decayed_variables
-from effnet.train import TrainConfig, build_optimizer
+from effnet.trainer import TrainConfig, build_optimizer
 
 
 def make_batch(n, classes=3, size=8, seed=0, nan=False):

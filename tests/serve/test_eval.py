@@ -109,7 +109,7 @@ def test_checkpoint_of_another_architecture(capsys, trained_run):
 
 def test_select_checkpoint_best_and_latest(tmp_path):
     from effnet.errors import UserError
-    from effnet.inference import select_checkpoint
+    from effnet.runfolder import select_checkpoint
 
     def fake(step, metrics):
         folder = tmp_path / "checkpoints" / f"ckpt-{step:09d}"

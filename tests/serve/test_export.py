@@ -15,9 +15,9 @@ def reference(trained_run, encoded: list[bytes], weights="auto"):
 
     from effnet.config import parse
     from effnet.data import decode_for_eval
-    from effnet.inference import load_run
+    from effnet.runfolder import load_run
     from effnet.registry import get_registry
-    from effnet.train import TrainConfig
+    from effnet.settings import TrainConfig
 
     get_registry()
     parse([str(trained_run / "operative_config.gin")], macros={"MODEL_DIR": str(trained_run)})
@@ -31,7 +31,7 @@ def reference(trained_run, encoded: list[bytes], weights="auto"):
 @pytest.fixture(scope="module")
 def samples():
     """Four JPEGs of other sizes than the model's (32 to 64 px, so the crop and resize run too)."""
-    from effnet.export import synthetic_samples
+    from effnet.exporter import synthetic_samples
 
     return synthetic_samples(4, 32, seed=3)
 
@@ -53,7 +53,7 @@ def test_export_round_trips_with_parity(capsys, trained_run, tmp_path, samples):
     import keras
     import tensorflow as tf
 
-    from effnet.export import run_tflite, tflite_interpreter
+    from effnet.exporter import run_tflite, tflite_interpreter
 
     images, ref = reference(trained_run, samples)
     # SavedModel: encoded bytes in (preprocessing inside), and float images in
@@ -126,7 +126,7 @@ def test_export_bad_formats_and_bounds(capsys, trained_run, tmp_path):
 
 
 def test_parse_formats_and_bounds():
-    from effnet.export import DEFAULT_MAX_PROB_DIFF, export_bounds, parse_formats
+    from effnet.exporter import DEFAULT_MAX_PROB_DIFF, export_bounds, parse_formats
 
     assert parse_formats([]) == parse_formats(["all"]) == list(DEFAULT_MAX_PROB_DIFF)
     assert parse_formats(["tflite_dynamic,keras", "keras"]) == ["keras", "tflite_dynamic"]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from effnet.evaluate import EvalResult, Evaluator, percentile
+from effnet.metrics import EvalResult, Evaluator, percentile
 
 # Pixel values of five constant 2x2 images (R, G, B) and their labels. The model below averages
 # each channel and multiplies by W, so its logits are [r, g, b, r+g, b-g, b-r].
@@ -101,7 +101,7 @@ def test_percentiles_interpolate_between_order_statistics():
 
 
 def test_eval_result_latencies_in_milliseconds():
-    from effnet.evaluate import result_dict
+    from effnet.evaluation import result_dict
 
     result = EvalResult(loss=0.5, top1=0.25, top5=1.0, count=40, seconds=2.0,
                         batch_seconds=[0.001 * k for k in (4, 1, 3, 2, 5)])

@@ -170,7 +170,7 @@ def test_bad_inputs_are_one_line_exit_2(capsys, trained_run, tmp_path):
 
 
 def test_find_images_order_and_duplicates(tmp_path):
-    from effnet.inference import find_images
+    from effnet.images import find_images
 
     (tmp_path / "a" / "deep").mkdir(parents=True)
     (tmp_path / "a" / ".hidden").mkdir()

@@ -18,82 +18,12 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
 
-import gin
-
-from effnet import registry
-from effnet.errors import UserError
-
-MODES = ("train", "infer")
-QUANTILES = (50, 90, 95, 99)
-
-
-def _train_binding(name: str, default):
-    """The value of ``train.<name>`` in the loaded gin config, or ``default`` when it is not bound."""
-    try:
-        value = gin.query_parameter(f"train.{name}")
-    except ValueError:
-        return default
-    if isinstance(value, gin.config.ConfigurableReference) or type(value).__name__ == "_MacroReference":
-        return default
-    return default if value is None else value
-
-
-@gin.configurable("benchmark")
-@dataclass
-class BenchmarkConfig:
-    """Settings of one benchmark. Bind them in gin as ``benchmark.<name> = value``."""
-
-    mode: str = "infer"  # 'train' or 'infer'
-    model: str | None = None  # a registered model; default train.model
-    num_classes: int = 1000
-    precision: str | None = None  # fp32 | tf32 | amp | bf16; default train.precision, else fp32
-    batch_size: int | None = None  # default train.batch_size (train) / train.eval_batch_size, else 32
-    image_size: int | None = None  # default train.image_size, else 224
-    xla: bool | None = None  # None: train.xla, else on for GPUs and off for CPUs
-    steps: int = 20  # timed steps
-    warmup: int = 5  # untimed steps first (tracing, compilation)
-    optimizer: str | None = None  # train mode: a registered optimizer; default train.optimizer, else rmsprop
-    learning_rate: float = 1e-4
-    label_smoothing: float = 0.1
-    weight_decay: float = 5e-6
-    ema_decay: float | None = 0.9999  # train mode: update an EMA as the recipe does (None: no EMA)
-    seed: int = 0
-
-    def resolved(self) -> "BenchmarkConfig":
-        """A copy with ``None`` fields filled from the ``train.*`` bindings or defaults, validated."""
-        from effnet import precision as precision_mod
-
-        cfg = BenchmarkConfig(**asdict(self))
-        if cfg.mode not in MODES:
-            raise UserError(f"benchmark mode {cfg.mode!r} is not one of {', '.join(MODES)}")
-        cfg.model = cfg.model or _train_binding("model", None)
-        if not cfg.model:
-            raise UserError("no model to benchmark: pass --model NAME (see `effnet plugins`) or an experiment with --gin")
-        cfg.precision = cfg.precision or _train_binding("precision", "fp32")
-        precision_mod.check(cfg.precision)
-        if cfg.batch_size is None:
-            train_batch = _train_binding("batch_size", 32) // max(1, int(_train_binding("grad_accum_steps", 1)))
-            cfg.batch_size = train_batch if cfg.mode == "train" else _train_binding("eval_batch_size", train_batch)
-        cfg.image_size = cfg.image_size or _train_binding("image_size", 224)
-        if cfg.xla is None:
-            cfg.xla = _train_binding("xla", None)
-        cfg.optimizer = cfg.optimizer or _train_binding("optimizer", "rmsprop")
-        for name in ("batch_size", "image_size", "steps", "num_classes"):
-            value = getattr(cfg, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"benchmark.{name}={value!r} must be a positive integer")
-        if not isinstance(cfg.warmup, int) or cfg.warmup < 0:
-            raise UserError(f"benchmark.warmup={cfg.warmup!r} must be an integer >= 0")
-        return cfg
-
-
-def _percentiles(ms: list[float]) -> dict[str, float]:
-    from effnet.evaluate import percentile
-
-    return {f"p{q}": percentile(ms, q) for q in QUANTILES}
-
+from effnet import precision as precision_mod
+from effnet.metrics import QUANTILES, latency_summary
+from effnet.models import build_model, check_image_size, count_params
+from effnet.settings import BENCHMARK_MODES as MODES
+from effnet.settings import BenchmarkConfig
 
 def _device() -> str:
     import tensorflow as tf
@@ -113,23 +43,15 @@ def _device() -> str:
 def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
     """Run one benchmark; returns a JSON-able report (img/s, latency percentiles, settings)."""
     import keras
-    import numpy as np
     import tensorflow as tf
-
-    from effnet import precision as precision_mod
-    from effnet.train import build_optimizer, count_params
 
     cfg = (cfg or BenchmarkConfig()).resolved()
     keras.backend.clear_session()
     precision_mod.configure(cfg.precision)
     xla = precision_mod.default_xla(cfg.xla)
     keras.utils.set_random_seed(cfg.seed)
-    model = registry.get("model", cfg.model)(num_classes=cfg.num_classes)
-    if not isinstance(model, keras.Model):
-        raise UserError(f"model {cfg.model!r} returned {type(model).__name__}, not a keras.Model")
-    minimum = int(getattr(model, "min_input_size", 1))
-    if cfg.image_size < minimum:
-        raise UserError(f"benchmark image size {cfg.image_size} is smaller than {cfg.model}'s minimum of {minimum} px")
+    model = build_model(cfg.model, cfg.num_classes)
+    check_image_size(model, cfg.image_size, cfg.model, "benchmark image size")
 
     shape = [cfg.batch_size, cfg.image_size, cfg.image_size, 3]
     images = tf.random.stateless_uniform(shape, seed=[cfg.seed, 1], minval=0, maxval=256, dtype=tf.int32)
@@ -139,14 +61,10 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
     batch = {"image": images, "label": labels}
 
     if cfg.mode == "train":
-        from types import SimpleNamespace
-
         from effnet.ema import ExponentialMovingAverage
-        from effnet.step import TrainStep, decayed_variables
+        from effnet.step import TrainStep, decayed_variables, make_optimizer
 
-        opt_cfg = SimpleNamespace(optimizer=cfg.optimizer, decay_bias=False, decay_norm=False, clip_norm=None,
-                                  precision=cfg.precision)
-        optimizer = build_optimizer(opt_cfg, model, cfg.learning_rate)
+        optimizer = make_optimizer(cfg.optimizer, model, cfg.learning_rate, precision=cfg.precision)
         ema = ExponentialMovingAverage(model, cfg.ema_decay) if cfg.ema_decay else None
         step = TrainStep(model, optimizer, global_batch=cfg.batch_size, label_smoothing=cfg.label_smoothing,
                          weight_decay=cfg.weight_decay, decay_vars=decayed_variables(model), ema=ema, jit_compile=xla)
@@ -182,8 +100,7 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
         "params": count_params(model),
         "img_per_s": cfg.batch_size * cfg.steps / elapsed if elapsed > 0 else math.nan,
         "seconds": elapsed, "warmup_seconds": warmup_seconds,
-        "latency_ms": {**_percentiles(ms), "mean": float(np.mean(ms)) if ms else math.nan,
-                       "min": min(ms) if ms else math.nan, "max": max(ms) if ms else math.nan},
+        "latency_ms": latency_summary(ms),
         "device": _device(), "tensorflow": tf.__version__, "keras": keras.__version__,
     }
 

@@ -41,41 +41,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import gin
-
-from effnet.errors import UserError
-
-FORMATS = ("saved_model", "keras", "tflite", "tflite_float16", "tflite_dynamic")
-FILENAMES = {"saved_model": "saved_model", "keras": "model.keras", "tflite": "model.tflite",
-             "tflite_float16": "model_float16.tflite", "tflite_dynamic": "model_dynamic.tflite"}
-# Probabilities are in [0, 1]. Float32 artifacts run the same arithmetic up to kernel choice and
-# summation order (measured: <= 1e-6); float16 weights and int8 dynamic-range weights move
-# probabilities by up to a few percent on a trained model and may flip near ties.
-DEFAULT_MAX_PROB_DIFF = {"saved_model": 1e-4, "keras": 1e-4, "tflite": 1e-4, "tflite_float16": 0.02, "tflite_dynamic": 0.1}
-DEFAULT_MIN_TOP1_AGREEMENT = {"saved_model": 1.0, "keras": 1.0, "tflite": 1.0, "tflite_float16": 0.9, "tflite_dynamic": 0.75}
-
-
-@gin.configurable("export")
-def export_bounds(max_prob_diff: dict | None = None, min_top1_agreement: dict | None = None) -> dict[str, tuple[float, float]]:
-    """Parity bounds per format, ``{format: (max_prob_diff, min_top1_agreement)}``.
-
-    Bind partial dicts in gin, e.g. ``export.max_prob_diff = {'tflite_dynamic': 0.2}``; formats
-    not named keep their defaults.
-    """
-    diffs = {**DEFAULT_MAX_PROB_DIFF, **(max_prob_diff or {})}
-    agreements = {**DEFAULT_MIN_TOP1_AGREEMENT, **(min_top1_agreement or {})}
-    for name in [*diffs, *agreements]:
-        if name not in FORMATS:
-            from effnet.errors import did_you_mean
-
-            raise UserError(f"export bounds name format {name!r}{did_you_mean(name, FORMATS)}; formats: {', '.join(FORMATS)}")
-    return {name: (float(diffs[name]), float(agreements[name])) for name in FORMATS}
-
+from effnet import metrics, runfolder
+from effnet.errors import UserError, did_you_mean
+from effnet.files import write_json_atomic
+from effnet.native import captured_stderr
+from effnet.settings import DEFAULT_MAX_PROB_DIFF, DEFAULT_MIN_TOP1_AGREEMENT, FILENAMES, FORMATS, export_bounds
 
 def parse_formats(names: Sequence[str]) -> list[str]:
     """``--format`` values (repeatable, comma-separated, ``all``) -> format names in canonical order."""
-    from effnet.errors import did_you_mean
-
     wanted: set[str] = set()
     for item in names or ["all"]:
         for name in filter(None, (n.strip() for n in str(item).split(","))):
@@ -207,8 +180,6 @@ def run_tflite(content: bytes, images) -> "np.ndarray":  # noqa: F821
     """Run a TFLite model with one float input on a batch of images (the batch size is resized)."""
     import numpy as np
 
-    from effnet.inference import captured_stderr
-
     with captured_stderr():  # the runtime announces its XNNPACK delegate on stderr
         interpreter = tflite_interpreter(content)
         inp = interpreter.get_input_details()[0]
@@ -244,9 +215,7 @@ class Exporter:
 
     # -- the functions the artifacts serve -------------------------------------------------------------
     def probabilities(self, images):
-        import tensorflow as tf
-
-        return tf.nn.softmax(tf.cast(self.model(images, training=False), tf.float32), axis=-1)
+        return metrics.probabilities(self.model(images, training=False))
 
     def _outputs(self, images):
         import tensorflow as tf
@@ -368,7 +337,7 @@ class Exporter:
 
                     self.write_keras(tmp)
                     loaded = keras.saving.load_model(str(tmp), compile=False)
-                    out = tf.nn.softmax(tf.cast(loaded(floats, training=False), tf.float32), axis=-1).numpy()
+                    out = metrics.probabilities(loaded(floats, training=False)).numpy()
                     parity = _compare(fmt, final, ref, out, bounds)
                     del loaded
                 else:
@@ -393,6 +362,58 @@ class Exporter:
         return results
 
 
+def run_samples(cfg, image_size: int, sample_files=None, count: int = 16) -> tuple[list[bytes], str]:
+    """Parity-check images: the given files, else the run's validation images, else synthetic ones."""
+    if sample_files:
+        return file_samples(sample_files, count), "given images"
+    try:
+        from effnet import registry
+
+        samples = dataset_samples(registry.get("dataset", cfg.dataset)(), count)
+        if samples:
+            return samples, f"validation images of {cfg.dataset}"
+    except Exception:  # noqa: BLE001 - the dataset is optional here; synthetic images do instead
+        pass
+    return synthetic_samples(count, image_size), "synthetic images"
+
+
+def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: str = "latest", weights: str = "auto",
+               labels_file=None, top_k: int = 5, sample_files=None, num_samples: int = 16,
+               max_diff: float | None = None, min_agreement: float | None = None, on_start=None, on_result=None) -> dict:
+    """``effnet export``: a run's checkpoint as the chosen formats, each checked on reload; returns the report.
+
+    Writes ``export_report.json`` (and ``labels.txt`` when class names are known) into ``output``
+    (default ``<model_dir>/export``). ``on_start(text)`` hears what is exported, ``on_result(parity)``
+    each format's check.
+    """
+    from effnet.data import pipeline_options
+    from effnet.prediction import dataset_class_names
+
+    names = parse_formats(formats)
+    run = runfolder.load_run(cfg, checkpoint=checkpoint, weights=weights, precision="fp32")
+    class_names = runfolder.class_names_for(run.num_classes, labels_file, cfg.model_dir, dataset_class_names(cfg))
+    bounds = export_bounds()
+    if max_diff is not None or min_agreement is not None:
+        bounds = {f: (max_diff if max_diff is not None else d, min_agreement if min_agreement is not None else a)
+                  for f, (d, a) in bounds.items()}
+    samples, origin = run_samples(cfg, run.image_size, sample_files, num_samples)
+    opts = pipeline_options()
+    exporter = Exporter(run.model, run.image_size, class_names, top_k, opts.eval_crop_fraction, opts.resize_method,
+                        num_classes=run.num_classes)
+    out_dir = Path(output) if output else Path(cfg.model_dir) / "export"
+    if on_start is not None:
+        on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}")
+    results = exporter.export(out_dir, names, samples, bounds, on_result=on_result)
+    report = {"model": cfg.model, "checkpoint": str(run.checkpoint.path), "step": run.checkpoint.step,
+              "weights": "ema" if run.ema else "raw", "image_size": run.image_size, "num_classes": run.num_classes,
+              "class_names": class_names, "samples": f"{len(samples)} {origin}", "output": str(out_dir),
+              "artifacts": [r.as_dict() for r in results]}
+    if class_names:
+        runfolder.write_labels(out_dir, class_names)
+    write_json_atomic(out_dir / "export_report.json", report)
+    return report
+
+
 __all__ = [
     "DEFAULT_MAX_PROB_DIFF",
     "DEFAULT_MIN_TOP1_AGREEMENT",
@@ -402,8 +423,10 @@ __all__ = [
     "Parity",
     "dataset_samples",
     "export_bounds",
+    "export_run",
     "file_samples",
     "parse_formats",
+    "run_samples",
     "run_tflite",
     "synthetic_samples",
     "tflite_interpreter",

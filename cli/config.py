@@ -1,0 +1,85 @@
+"""``effnet config`` (the resolved gin config, experiment files, configurables) and ``effnet plugins``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from effnet.cli.options import CONTEXT, gin_options, load_config
+from effnet.errors import UserError
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json):
+    """List every registered plugin by kind, name and source package.
+
+    \b
+    Example:
+      effnet plugins
+      EFFNET_DISABLE_PLUGIN_AUTOLOAD=1 effnet plugins   # built-ins only
+    """
+    from effnet.registry import get_registry
+
+    registry = get_registry()
+    rows = [(e.kind, e.name, e.plugin, e.source) for e in registry.entries()]
+    gin_dirs = [str(p) for p in registry.gin_paths]
+    if as_json:
+        click.echo(json.dumps({
+            "entries": [dict(zip(("kind", "name", "plugin", "source"), r)) for r in rows],
+            "gin_paths": gin_dirs,
+            "autoload": registry.autoload,
+        }, indent=2))
+        return
+    header = ("KIND", "NAME", "PLUGIN", "SOURCE")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    for d in gin_dirs:
+        click.echo(f"gin folder from a plugin: {d}")
+    if not registry.autoload:
+        click.echo("(plugin autoloading is off: EFFNET_DISABLE_PLUGIN_AUTOLOAD is set)")
+
+
+@click.command(context_settings=CONTEXT)
+@gin_options
+@click.option("--list", "list_files", is_flag=True, help="List the available experiment files and exit.")
+@click.option("--configurables", is_flag=True, help="List every gin configurable and its parameters and exit.")
+def config(gin_files, gin_params, model_dir, data_dir, list_files, configurables):
+    """Print the fully resolved gin config without running anything.
+
+    \b
+    Examples:
+      effnet config --gin quickstart
+      effnet config --gin efficientnet_v2_s/amp_8xA100 --gin-param 'train.epochs=10'
+      effnet config --list
+    """
+    from effnet import config as cfg
+    from effnet.registry import get_registry
+
+    get_registry()
+    if list_files:
+        for d in cfg.search_dirs():
+            names = cfg.available_gin_files([d])
+            if names:
+                click.echo(f"# {d}")
+                for name in names:
+                    click.echo(f"  {name}")
+        return
+    if configurables:
+        for name in cfg.configurable_names():
+            click.echo(f"{name}({', '.join(cfg.configurable_parameters(name))})")
+        return
+    if not gin_files and not gin_params:
+        raise UserError("nothing to show: pass --gin NAME (see `effnet config --list`) or --gin-param")
+    parsed = load_config(gin_files, gin_params, model_dir, data_dir, finalize=False)
+    click.echo("# Resolved by `effnet config`")
+    for path in parsed.includes:
+        click.echo(f"#   read {path}")
+    for param in parsed.params:
+        click.echo(f"#   --gin-param {param}")
+    click.echo(parsed.config_str())
+
+
+__all__ = ["config", "plugins"]

@@ -1,0 +1,53 @@
+"""``effnet eval``: evaluate a run's checkpoint on raw and EMA weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from effnet.cli.options import CONTEXT, checkpoint_option, gin_options, precision_option
+
+
+@click.command(name="eval", context_settings=CONTEXT)
+@gin_options
+@checkpoint_option
+@click.option("--weights", type=click.Choice(["both", "raw", "ema"]), default="both", show_default=True,
+              help="Evaluate the raw weights, the EMA weights, or both (EMA only when the checkpoint has them).")
+@click.option("--split", default="validation", show_default=True, help="Dataset split to evaluate.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Shorthand for train.eval_batch_size.")
+@click.option("--image-size", type=click.IntRange(1), default=None, help="Shorthand for train.eval_image_size.")
+@precision_option
+@click.option("--xla/--no-xla", default=None, help="Shorthand for train.xla (default: the run's; on for GPUs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+def eval_(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, split, batch_size, image_size, precision,
+          xla, as_json):
+    """Evaluate a run's checkpoint: loss, top-1, top-5, img/s, latency p50/p90/p95/p99 per batch.
+
+    The configuration is the run's own (--model-dir/operative_config.gin) unless --gin is given;
+    data come from its train.dataset (--data-dir, --gin-param override). Metrics are summed over
+    all workers of train.backend, so every example counts once. Writes
+    MODEL_DIR/eval_report.json and dllogger lines to MODEL_DIR/eval_log.json (dllogger.filename).
+
+    \b
+    Examples:
+      effnet eval --model-dir runs/quickstart
+      effnet eval --model-dir /results --checkpoint best --data-dir /data/imagenet --precision bf16
+      effnet eval --gin efficientnet_v2_s/amp_8xA100 --model-dir /results --weights ema --json
+    """
+    from effnet.api import evaluate
+    from effnet.evaluation import summary_lines
+    from effnet.runfolder import EVAL_REPORT
+
+    report = evaluate(model_dir, gin_files, gin_params, data_dir, checkpoint=checkpoint, weights=weights, split=split,
+                      batch_size=batch_size, image_size=image_size, precision=precision, xla=xla)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    for line in summary_lines(report):
+        click.echo(line)
+    click.echo(f"wrote {Path(report['model_dir']) / EVAL_REPORT}", err=True)
+
+
+__all__ = ["eval_"]

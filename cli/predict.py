@@ -1,0 +1,94 @@
+"""``effnet predict``: top-k classes for image files, folders or globs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import click
+
+from effnet.cli.options import CONTEXT, checkpoint_option, emit, gin_options, precision_option, progress_bar
+from effnet.errors import UserError
+
+
+def _format_predictions(predictions, fmt: str, header: dict, errors: list[dict]) -> str:
+    if fmt == "json":
+        return json.dumps({**header, "predictions": [p.as_dict() for p in predictions], "errors": errors}, indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "rank", "index", "class", "probability"])
+        for p in predictions:
+            for row in p.as_dict()["top_k"]:
+                writer.writerow([p.path, row["rank"], row["index"], row["class"], f"{row['probability']:.6f}"])
+        return buffer.getvalue()
+    k = max((len(p.indices) for p in predictions), default=1)
+    rows = [("image", *(f"top-{r + 1}" for r in range(k)))]
+    for p in predictions:
+        cells = [f"{d['class']} {100 * d['probability']:.1f}%" for d in p.as_dict()["top_k"]]
+        rows.append((p.path, *cells, *[""] * (k - len(cells))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in rows)
+
+
+@click.command(context_settings=CONTEXT)
+@gin_options
+@checkpoint_option
+@click.option("--weights", type=click.Choice(["auto", "ema", "raw"]), default="auto", show_default=True,
+              help="EMA weights when the checkpoint has them (auto), or force one kind.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+              help="Class names, one per line (default: MODEL_DIR/labels.txt, else the dataset's).")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Classes per image.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the output to this file.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
+@precision_option
+@click.argument("images", nargs=-1)
+def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, labels_file, top_k, fmt, output,
+            batch_size, precision, images):
+    """Predict classes for images, folders (searched recursively) or globs.
+
+    JPEG, PNG, BMP and GIF of any size, preprocessed as in evaluation (centre crop, resize to the
+    run's eval size). A file that cannot be decoded is reported on its own line on stderr, the
+    others are still predicted, and the exit code is 2.
+
+    \b
+    Examples:
+      effnet predict --model-dir runs/quickstart photos/*.jpg
+      effnet predict --model-dir runs/quickstart photos/ --format csv -o predictions.csv
+      effnet predict --model-dir /results 'shots/**/*.png' --labels classes.txt --top-k 3 --format json
+    """
+    from effnet.api import predict as predict_images
+    from effnet.images import find_images
+
+    paths = [str(p) for p in find_images(images)]  # bad paths fail before anything heavy is loaded
+    bar = progress_bar(len(paths), "predict") if len(paths) > batch_size else None
+
+    def on_loaded(run):
+        click.echo(f"predicting {len(paths)} image(s) with {run.describe()}", err=True)
+
+    def on_error(path, reason):
+        lead = "\n" if bar is not None else ""  # leave the bar's line
+        click.echo(f"{lead}error: {path} {reason}", err=True)
+
+    def call(progress=None):
+        return predict_images(model_dir, paths, gin_files, gin_params, data_dir, checkpoint=checkpoint, weights=weights,
+                              labels=labels_file, top_k=top_k, batch_size=batch_size, precision=precision,
+                              on_error=on_error, progress=progress, on_loaded=on_loaded)
+
+    if bar is not None:
+        with bar:
+            result = call(bar.update)
+    else:
+        result = call()
+    predictions, errors = result.predictions, result.errors
+    emit(_format_predictions(predictions, fmt, result.header(), errors), output)
+    if errors:
+        raise UserError(
+            f"{len(errors)} of {len(paths)} file(s) could not be read as images (listed above); "
+            f"the other {len(predictions)} were predicted"
+        )
+
+
+__all__ = ["predict"]

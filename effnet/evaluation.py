@@ -1,0 +1,127 @@
+"""``effnet eval``: a training run's checkpoint evaluated on raw and EMA weights.
+
+:func:`evaluate_run` reports loss, top-1, top-5, throughput and true per-batch latency percentiles
+(p50/p90/p95/p99) with :class:`effnet.metrics.Evaluator`. The step is traced before timing
+(:meth:`~effnet.metrics.Evaluator.warm_up`), so latencies are those of steady-state batches;
+throughput is examples over the wall time of the whole pass (input pipeline included). Results go
+to the run's loggers (``dllogger.filename``; the CLI binds it to ``eval_log.json``) and, on the
+writing process, to ``<model_dir>/eval_report.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from effnet import data, registry, runfolder
+from effnet import precision as precision_mod
+from effnet.errors import UserError
+from effnet.files import write_json_atomic
+from effnet.loggers import configured_names, make_loggers
+from effnet.metrics import QUANTILES, Evaluator, latency_summary
+
+REPORT_NAME = runfolder.EVAL_REPORT
+
+
+def result_dict(result) -> dict:
+    """An :class:`EvalResult` as the report's JSON, with per-batch latency percentiles."""
+    ms = [1000.0 * s for s in result.batch_seconds]
+    return {
+        "loss": float(result.loss), "top1": float(result.top1), "top5": float(result.top5),
+        "count": int(result.count), "seconds": float(result.seconds), "img_per_s": float(result.images_per_second),
+        "batches": len(ms),
+        "latency_ms": {k: v for k, v in latency_summary(ms).items() if k not in ("min", "max")},
+    }
+
+
+def _logger_names(names):
+    """The run's metric sinks without ``stdout``, unless given explicitly.
+
+    ``effnet eval`` prints its own table, and ``--json`` output must stay parseable.
+    """
+    if names is not None:
+        return list(names)
+    return [n for n in configured_names() if n != "stdout"]
+
+
+def evaluate_run(cfg, checkpoint: str = "latest", weights: str = "both", split: str = "validation",
+                 report_name: str | None = REPORT_NAME, logger_names=None) -> dict:
+    """Evaluate ``cfg.model_dir``'s checkpoint; returns the report (also written as ``report_name``).
+
+    ``weights``: ``both`` (raw, then EMA when the checkpoint has it), ``raw`` or ``ema``.
+    ``logger_names``: metric sinks by registered name (default: the configured ones but ``stdout``).
+    """
+    if weights not in ("both", "raw", "ema"):
+        raise UserError(f"--weights {weights!r} is not one of both, raw, ema")
+    backend = registry.get("backend", cfg.plugin("backend"))()
+    backend.setup()
+    info = runfolder.select_checkpoint(cfg.model_dir, checkpoint)
+    runfolder.check_architecture(info, cfg.model)
+    source = registry.get("dataset", cfg.dataset)()
+    num_classes = int(source.info().num_classes)
+    runfolder.check_architecture(info, cfg.model, num_classes)
+    ema_present = runfolder.resolve_weights("auto", info)
+    passes = {"both": ["raw", "ema"] if ema_present else ["raw"], "raw": ["raw"], "ema": ["ema"]}[weights]
+    if "ema" in passes and not ema_present:
+        raise UserError(f"checkpoint {info.path} has no EMA weights (the run had train.ema_decay = None); use --weights raw")
+
+    run = runfolder.load_run(cfg, info, weights=passes[0], scope=backend.scope())
+    model, size = run.model, run.image_size
+    xla = precision_mod.default_xla(cfg.xla)
+    batch = int(cfg.eval_batch_size or cfg.micro_batch)
+    shard = backend.shard_info()
+
+    model_dir = Path(cfg.model_dir)
+    log = make_loggers(model_dir=model_dir, is_writer=backend.is_writer, names=_logger_names(logger_names))
+    params = {"mode": "eval", "model": cfg.model, "dataset": cfg.dataset, "split": split,
+              "checkpoint": str(info.path), "checkpoint_step": info.step, "image_size": size, "batch_size": batch,
+              "precision": cfg.precision, "xla": xla, "processes": backend.size, "weights": ",".join(passes)}
+    report = {**params, "model_dir": str(model_dir), "num_classes": num_classes, "raw": None, "ema": None}
+    try:
+        log.log_params(params)
+        for metric, unit in (("loss", None), ("top1", "%"), ("top5", "%"), ("img_per_s", "images/s"), ("latency", "ms")):
+            log.log_metadata(f"eval_{metric}", {"unit": unit, "format": ":.4f"})
+        evaluator = Evaluator(model, backend, jit_compile=xla)
+        started = time.perf_counter()
+        evaluator.warm_up((size, size, 3), [batch, batch - 1])
+        report["warmup_seconds"] = time.perf_counter() - started
+        final: dict[str, float] = {}
+        for which in passes:
+            if which != passes[0]:
+                runfolder.load_checkpoint_weights(model, info, cfg.model, use_ema=which == "ema")
+            ds = data.eval_dataset(source, image_size=size, batch_size=batch, split=split, shard=shard)
+            with data.translated():
+                result = evaluator(ds, progress=lambda d, t, m, w=which: log.progress(d, t, m, desc=f"eval {w}"))
+            report[which] = result_dict(result)
+            prefix = "eval_" if which == "raw" else "eval_ema_"
+            values = report[which]
+            final.update({f"{prefix}{k}": values[k] for k in ("loss", "top1", "top5", "count", "img_per_s")})
+            final.update({f"{prefix}latency_{q}_ms": v for q, v in values["latency_ms"].items()})
+        log.log_metrics((), {**final, "global_step": info.step}, kind="eval")
+    finally:
+        log.close()
+    if backend.is_writer and report_name:
+        write_json_atomic(model_dir / report_name, report)
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The eval report as a small table."""
+    header = ("weights", "loss", "top-1", "top-5", "images", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms")
+    rows = [header]
+    for which in ("raw", "ema"):
+        r = report.get(which)
+        if not r:
+            continue
+        lat = r["latency_ms"]
+        rows.append((which, f"{r['loss']:.4f}", f"{100 * r['top1']:.2f}%", f"{100 * r['top5']:.2f}%", str(r["count"]),
+                     f"{r['img_per_s']:.1f}", *(f"{lat[f'p{q}']:.2f}" for q in QUANTILES)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [f"{report['model']} on {report['dataset']}/{report['split']}, {Path(report['checkpoint']).name} "
+             f"(step {report['checkpoint_step']}), {report['image_size']} px, batch {report['batch_size']}, "
+             f"{report['precision']}, XLA {'on' if report['xla'] else 'off'}, {report['processes']} process(es)"]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    return lines
+
+
+__all__ = ["REPORT_NAME", "evaluate_run", "result_dict", "summary_lines"]

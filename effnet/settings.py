@@ -1,0 +1,214 @@
+"""Every engine setting, one gin configurable each: ``train``, ``benchmark``, ``export``, ``loggers``.
+
+A reader finds where any knob is read with one search: ``train.epochs`` is the field ``epochs`` of
+:class:`TrainConfig` below, ``benchmark.steps`` of :class:`BenchmarkConfig`, and so on. (Plugins
+declare their own configurables: ``efficientnet.*``, ``rmsprop.*``, ``progressive.*``; the input
+pipeline's are ``input_pipeline.*`` in :mod:`effnet.data.options`.) This module imports neither
+TensorFlow nor any other engine module but the leaves, so :mod:`effnet.config` can make sure every
+configurable exists before it parses a gin file.
+
+Built-in plugin names are not spelled here: ``gin/base/train.gin`` binds the recipe's optimizer,
+schedule, stage schedule, backend and loggers, and an experiment that leaves one unset gets a
+one-line error naming the binding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import gin
+
+from effnet import precision as precision_mod
+from effnet.errors import UserError, did_you_mean
+
+MODES = ("train", "train_and_eval")
+
+
+@gin.configurable("train")
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. Bind them in gin as ``train.<name> = value``."""
+
+    model_dir: str | None = None  # usually %MODEL_DIR, set by --model-dir
+    model: str | None = None  # a registered model name, e.g. 'efficientnet_v2_s'
+    dataset: str | None = None  # a registered dataset name, e.g. 'tfrecord' or 'demo'
+    mode: str = "train_and_eval"  # or 'train'
+    epochs: int = 1
+    steps_per_epoch: int | None = None  # default: training examples // global batch
+    batch_size: int = 32  # per process, per optimizer update (micro-batch x grad_accum_steps)
+    grad_accum_steps: int = 1
+    image_size: int = 224  # training image size (of the last stage when progressive)
+    eval_image_size: int | None = None  # default: image_size
+    eval_batch_size: int | None = None  # default: the training micro-batch
+    eval_every_epochs: int = 1
+    optimizer: str | None = None  # a registered optimizer (gin/base/train.gin: 'rmsprop')
+    lr_schedule: str | None = None  # a registered LR schedule (gin/base/train.gin: 'cosine')
+    lr_init: float = 0.005  # per reference_batch images; lr = lr_init * global_batch / reference_batch
+    reference_batch: int = 128
+    label_smoothing: float = 0.1
+    weight_decay: float = 5e-6  # L2 in the loss on conv/dense kernels (0 for optimizers that decay themselves)
+    decay_bias: bool = False
+    decay_norm: bool = False
+    clip_norm: float | None = None  # global-norm gradient clipping
+    ema_decay: float | None = 0.9999  # None turns EMA off
+    augmenters: Sequence[str] = ()  # registered augmenter names, applied in order
+    deferred_mixing: bool = False  # mixup/cutmix inside the step instead of the input pipeline
+    stage_schedule: str | None = None  # a registered stage schedule: 'single' or 'progressive' (gin/base/train.gin: 'single')
+    precision: str = "fp32"  # fp32 | tf32 | amp | bf16
+    xla: bool | None = None  # None: on for GPUs, off for CPUs
+    seed: int = 0
+    deterministic: bool = False  # deterministic TF ops (needed for bit-exact resume)
+    backend: str | None = None  # a registered distribution backend (gin/base/train.gin: 'single')
+    checkpoint_every_epochs: int | None = 1
+    checkpoint_every_steps: int | None = None
+    keep_checkpoints: int = 3  # the last K are kept, plus the best by validation top-1
+    log_every_steps: int = 100
+    max_nonfinite_steps: int = 25  # stop after this many consecutive non-finite updates
+    from_weights: str | None = None  # start a new run from these weights (fine-tuning)
+    replace_head: bool = False  # with from_weights: allow a classifier of another size
+    plot: bool = True  # write training_curves.png at the end
+
+    def __post_init__(self):
+        if not self.model_dir:
+            raise UserError("no model dir: pass --model-dir DIR (or bind MODEL_DIR / train.model_dir)")
+        if not self.model:
+            raise UserError("train.model is not set; bind it in your gin file, e.g. train.model = 'efficientnet_v2_s'")
+        if not self.dataset:
+            raise UserError("train.dataset is not set; bind it in your gin file, e.g. train.dataset = 'tfrecord'")
+        if self.mode not in MODES:
+            raise UserError(f"train.mode={self.mode!r} is not one of {', '.join(MODES)}")
+        precision_mod.check(self.precision)
+        for name in ("epochs", "batch_size", "grad_accum_steps", "image_size", "reference_batch",
+                     "eval_every_epochs", "log_every_steps", "keep_checkpoints", "max_nonfinite_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"train.{name}={value!r} must be a positive integer")
+        if self.batch_size % self.grad_accum_steps:
+            raise UserError(
+                f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}; "
+                f"pick a batch size that is a multiple of the accumulation steps"
+            )
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"train.label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise UserError(f"train.ema_decay={self.ema_decay!r} must be in (0, 1), or None to turn EMA off")
+
+    def plugin(self, kind: str) -> str:
+        """The registered name bound to ``train.<kind>`` (optimizer, lr_schedule, stage_schedule, backend)."""
+        value = getattr(self, kind)
+        if not value:
+            raise UserError(f"train.{kind} is not set; bind it in your gin file (gin/base/train.gin sets the recipe's), "
+                            f"e.g. include 'base/train.gin'; `effnet plugins` lists the names")
+        return value
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.grad_accum_steps
+
+
+# --------------------------------------------------------------------------------------------------
+# benchmark
+
+BENCHMARK_MODES = ("train", "infer")
+
+
+def _train_binding(name: str, default):
+    """The value of ``train.<name>`` in the loaded gin config, or ``default`` when it is not bound."""
+    try:
+        value = gin.query_parameter(f"train.{name}")
+    except ValueError:
+        return default
+    if isinstance(value, gin.config.ConfigurableReference) or type(value).__name__ == "_MacroReference":
+        return default
+    return default if value is None else value
+
+
+@gin.configurable("benchmark")
+@dataclass
+class BenchmarkConfig:
+    """Settings of one benchmark. Bind them in gin as ``benchmark.<name> = value``."""
+
+    mode: str = "infer"  # 'train' or 'infer'
+    model: str | None = None  # a registered model; default train.model
+    num_classes: int = 1000
+    precision: str | None = None  # fp32 | tf32 | amp | bf16; default train.precision, else fp32
+    batch_size: int | None = None  # default train.batch_size (train) / train.eval_batch_size, else 32
+    image_size: int | None = None  # default train.image_size, else 224
+    xla: bool | None = None  # None: train.xla, else on for GPUs and off for CPUs
+    steps: int = 20  # timed steps
+    warmup: int = 5  # untimed steps first (tracing, compilation)
+    optimizer: str | None = None  # train mode: a registered optimizer; default train.optimizer
+    learning_rate: float = 1e-4
+    label_smoothing: float = 0.1
+    weight_decay: float = 5e-6
+    ema_decay: float | None = 0.9999  # train mode: update an EMA as the recipe does (None: no EMA)
+    seed: int = 0
+
+    def resolved(self) -> "BenchmarkConfig":
+        """A copy with ``None`` fields filled from the ``train.*`` bindings or defaults, validated."""
+        cfg = BenchmarkConfig(**asdict(self))
+        if cfg.mode not in BENCHMARK_MODES:
+            raise UserError(f"benchmark mode {cfg.mode!r} is not one of {', '.join(BENCHMARK_MODES)}")
+        cfg.model = cfg.model or _train_binding("model", None)
+        if not cfg.model:
+            raise UserError("no model to benchmark: pass --model NAME (see `effnet plugins`) or an experiment with --gin")
+        cfg.precision = cfg.precision or _train_binding("precision", "fp32")
+        precision_mod.check(cfg.precision)
+        if cfg.batch_size is None:
+            train_batch = _train_binding("batch_size", 32) // max(1, int(_train_binding("grad_accum_steps", 1)))
+            cfg.batch_size = train_batch if cfg.mode == "train" else _train_binding("eval_batch_size", train_batch)
+        cfg.image_size = cfg.image_size or _train_binding("image_size", 224)
+        if cfg.xla is None:
+            cfg.xla = _train_binding("xla", None)
+        cfg.optimizer = cfg.optimizer or _train_binding("optimizer", None)
+        if cfg.mode == "train" and not cfg.optimizer:
+            raise UserError("no optimizer to benchmark: pass an experiment with --gin (gin/base/train.gin sets the "
+                            "recipe's) or --gin-param \"benchmark.optimizer='NAME'\" (see `effnet plugins`)")
+        for name in ("batch_size", "image_size", "steps", "num_classes"):
+            value = getattr(cfg, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"benchmark.{name}={value!r} must be a positive integer")
+        if not isinstance(cfg.warmup, int) or cfg.warmup < 0:
+            raise UserError(f"benchmark.warmup={cfg.warmup!r} must be an integer >= 0")
+        return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+
+FORMATS = ("saved_model", "keras", "tflite", "tflite_float16", "tflite_dynamic")
+FILENAMES = {"saved_model": "saved_model", "keras": "model.keras", "tflite": "model.tflite",
+             "tflite_float16": "model_float16.tflite", "tflite_dynamic": "model_dynamic.tflite"}
+# Probabilities are in [0, 1]. Float32 artifacts run the same arithmetic up to kernel choice and
+# summation order (measured: <= 1e-6); float16 weights and int8 dynamic-range weights move
+# probabilities by up to a few percent on a trained model and may flip near ties.
+DEFAULT_MAX_PROB_DIFF = {"saved_model": 1e-4, "keras": 1e-4, "tflite": 1e-4, "tflite_float16": 0.02, "tflite_dynamic": 0.1}
+DEFAULT_MIN_TOP1_AGREEMENT = {"saved_model": 1.0, "keras": 1.0, "tflite": 1.0, "tflite_float16": 0.9, "tflite_dynamic": 0.75}
+
+
+@gin.configurable("export")
+def export_bounds(max_prob_diff: dict | None = None, min_top1_agreement: dict | None = None) -> dict[str, tuple[float, float]]:
+    """Parity bounds per format, ``{format: (max_prob_diff, min_top1_agreement)}``.
+
+    Bind partial dicts in gin, e.g. ``export.max_prob_diff = {'tflite_dynamic': 0.2}``; formats
+    not named keep their defaults.
+    """
+    diffs = {**DEFAULT_MAX_PROB_DIFF, **(max_prob_diff or {})}
+    agreements = {**DEFAULT_MIN_TOP1_AGREEMENT, **(min_top1_agreement or {})}
+    for name in [*diffs, *agreements]:
+        if name not in FORMATS:
+            raise UserError(f"export bounds name format {name!r}{did_you_mean(name, FORMATS)}; formats: {', '.join(FORMATS)}")
+    return {name: (float(diffs[name]), float(agreements[name])) for name in FORMATS}
+
+
+@gin.configurable("loggers")
+@dataclass
+class LoggerConfig:
+    """Which metric sinks a run writes to, by registered logger name (gin/base/loggers.gin binds them)."""
+
+    names: Sequence[str] = ()
+
+
+__all__ = ["BENCHMARK_MODES", "DEFAULT_MAX_PROB_DIFF", "DEFAULT_MIN_TOP1_AGREEMENT", "FILENAMES", "FORMATS", "MODES",
+           "BenchmarkConfig", "LoggerConfig", "TrainConfig", "export_bounds"]
