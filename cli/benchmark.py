@@ -18,14 +18,17 @@ from effnet.precision import PRECISIONS
 @click.option("--model", default=None, metavar="NAME", help="Registered model (benchmark.model; default train.model).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="benchmark.precision (default train.precision, else fp32).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="benchmark.batch_size (default the experiment's, else 32).")
-@click.option("--image-size", type=click.IntRange(1), default=None, help="benchmark.image_size (default train.image_size, else 224).")
+@click.option("--image-size", type=click.IntRange(1), default=None,
+              help="benchmark.image_size (default train.eval_image_size for infer, train.image_size for train, else 224).")
 @click.option("--num-classes", type=click.IntRange(1), default=None, help="benchmark.num_classes (default 1000).")
 @click.option("--xla/--no-xla", default=None, help="benchmark.xla (default: on for GPUs, off for CPUs).")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Timed steps (benchmark.steps, default 20).")
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Untimed steps first (benchmark.warmup, default 5).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Also write the result to this JSON file.")
+@click.option("--dllogger", "dllogger_file", type=click.Path(dir_okay=False), default=None,
+              help="Also append the result as dllogger JSON lines (with NVIDIA's metric names) to this file.")
 def benchmark(mode, gin_files, gin_params, model, precision, batch_size, image_size, num_classes, xla, steps, warmup,
-              json_file):
+              json_file, dllogger_file):
     """Synthetic-input throughput (img/s) and per-batch latency of training or inference.
 
     Random uint8 images and one-hot labels made once on the device; `train` times the real
@@ -37,6 +40,7 @@ def benchmark(mode, gin_files, gin_params, model, precision, batch_size, image_s
       effnet benchmark infer --model efficientnet_v2_s --precision bf16 --batch-size 16 --image-size 128
       effnet benchmark train --model efficientnet_b0 --batch-size 32 --image-size 224 --xla --json b0.json
       effnet benchmark train --gin quickstart --steps 50 --gin-param 'efficientnet.width=1.0'
+      effnet benchmark infer --gin efficientnet_v2_s/amp_8xA100 --batch-size 1 --dllogger bench_log.json
     """
     from effnet.api import benchmark as run_benchmark
     from effnet.benchmarking import table_lines
@@ -58,6 +62,10 @@ def benchmark(mode, gin_files, gin_params, model, precision, batch_size, image_s
     if json_file:
         write_json_atomic(json_file, result)
         click.echo(f"wrote {json_file}", err=True)
+    if dllogger_file:
+        from effnet.loggers import log_benchmark
+
+        log_benchmark(result, dllogger_file)
 
 
 __all__ = ["benchmark"]

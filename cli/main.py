@@ -13,6 +13,7 @@ import traceback
 import click
 
 import effnet
+from effnet.cli.quiet import install as quiet_native_startup
 from effnet.errors import UserError, one_line
 
 from effnet.cli.benchmark import benchmark
@@ -23,6 +24,7 @@ from effnet.cli.export import export
 from effnet.cli.import_weights import import_weights
 from effnet.cli.options import CONTEXT
 from effnet.cli.predict import predict
+from effnet.cli.sweep import compare, sweep
 from effnet.cli.train import train
 
 
@@ -43,7 +45,7 @@ def cli(debug: bool) -> None:
     """
 
 
-for _command in (train, eval_, predict, benchmark, export, config, plugins, data, import_weights):
+for _command in (train, eval_, predict, benchmark, export, config, plugins, data, import_weights, sweep, compare):
     cli.add_command(_command)
 
 
@@ -58,8 +60,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_native_startup(argv)  # TF's native start-up lines off stderr (effnet/cli/quiet.py)
     # TensorFlow's C++ INFO/WARNING chatter (oneDNN notices, CPU feature hints) drowns the output;
-    # errors still show. Set TF_CPP_MIN_LOG_LEVEL yourself to see everything.
+    # errors still show. TF_CPP_MIN_LOG_LEVEL=0 (or --debug) shows everything.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("EFFNET_DEBUG", "").lower() in ("1", "true", "yes", "on")

@@ -90,6 +90,24 @@ class MetricLogger(Logger):
         self.close()
 
 
+def log_benchmark(result: Mapping[str, Any], path) -> None:
+    """Append one ``effnet benchmark`` result to the dllogger file ``path``: its settings as the
+    parameters, then img/s and latency as ``train_*`` / ``infer_*`` with record kind
+    ``training_benchmark`` / ``inference_benchmark`` (the seed's mode names)."""
+    from pathlib import Path
+
+    from effnet import registry
+
+    path = Path(path)
+    mode = "train" if result["mode"] == "train" else "infer"
+    params = {k: v for k, v in result.items() if not isinstance(v, (dict, list)) and k not in ("img_per_s", "seconds")}
+    metrics = {f"{mode}_img_per_s": result["img_per_s"],
+               **{f"{mode}_latency_{q}_ms": v for q, v in result["latency_ms"].items()}}
+    with MetricLogger([registry.get("logger", "dllogger")(model_dir=path.parent, filename=path.name)]) as log:
+        log.log_params({"processes": 1, **params})
+        log.log_metrics((), metrics, kind="training_benchmark" if mode == "train" else "inference_benchmark")
+
+
 def configured_names() -> list[str]:
     """The metric sinks bound to ``loggers.names`` (gin/base/loggers.gin binds the built-in ones)."""
     return list(LoggerConfig().names)

@@ -89,6 +89,12 @@ class TrainConfig:
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}; "
                 f"pick a batch size that is a multiple of the accumulation steps"
             )
+        # Booleans must be booleans: a string "0" or "False" is truthy in Python, which is how the
+        # reference scripts' flags could not be turned off (docs/differences.md).
+        for name in ("decay_bias", "decay_norm", "deferred_mixing", "deterministic", "replace_head", "plot", "xla"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "xla" and value is None):
+                raise UserError(f"train.{name}={value!r} must be True or False (gin booleans are written without quotes)")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"train.label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -134,7 +140,7 @@ class BenchmarkConfig:
     num_classes: int = 1000
     precision: str | None = None  # fp32 | tf32 | amp | bf16; default train.precision, else fp32
     batch_size: int | None = None  # default train.batch_size (train) / train.eval_batch_size, else 32
-    image_size: int | None = None  # default train.image_size, else 224
+    image_size: int | None = None  # default train.eval_image_size (infer) / train.image_size, else 224
     xla: bool | None = None  # None: train.xla, else on for GPUs and off for CPUs
     steps: int = 20  # timed steps
     warmup: int = 5  # untimed steps first (tracing, compilation)
@@ -158,6 +164,8 @@ class BenchmarkConfig:
         if cfg.batch_size is None:
             train_batch = _train_binding("batch_size", 32) // max(1, int(_train_binding("grad_accum_steps", 1)))
             cfg.batch_size = train_batch if cfg.mode == "train" else _train_binding("eval_batch_size", train_batch)
+        if not cfg.image_size and cfg.mode == "infer":  # inference runs at the evaluation size (V2-S: 384)
+            cfg.image_size = _train_binding("eval_image_size", None)
         cfg.image_size = cfg.image_size or _train_binding("image_size", 224)
         if cfg.xla is None:
             cfg.xla = _train_binding("xla", None)

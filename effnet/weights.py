@@ -1,6 +1,7 @@
 """Loading weights into a freshly built model: ``--from-weights`` for fine-tuning.
 
-Accepted: a run folder or one of its ``checkpoints/ckpt-*`` folders (an effnet TF checkpoint; the
+Accepted: ``imagenet`` (the model plugin's published ImageNet weights, e.g. keras.applications'
+through Keras' download cache), a run folder or one of its ``checkpoints/ckpt-*`` folders (an effnet TF checkpoint; the
 EMA weights are used when the checkpoint has them, unless ``use_ema=False``), or a Keras
 ``.weights.h5`` / ``.keras`` file. With ``replace_head=True`` the classifier (the last Dense layer)
 may have another number of classes; it then keeps its fresh initialisation. Any other mismatch is
@@ -13,6 +14,9 @@ from pathlib import Path
 
 from effnet.errors import UserError
 from effnet.models import head_variables
+
+#: ``--from-weights imagenet``: handed to the model plugin's loader (``factory.load_weights``).
+IMAGENET = "imagenet"
 
 
 def _find_prefix(path: Path) -> str | None:
@@ -36,9 +40,14 @@ def load_weights(model, path, replace_head: bool = False, use_ema: bool = True, 
     ``keras_loader(model, path, replace_head=...)`` (a model plugin's ``load_weights``) handles
     .weights.h5/.keras files when given; otherwise Keras's ``model.load_weights`` does.
     """
+    if str(path) == IMAGENET:
+        if keras_loader is None:
+            raise UserError("--from-weights imagenet: this model's plugin has no weight loader; pass a weights file or run folder")
+        report = keras_loader(model, IMAGENET, replace_head=replace_head)
+        return {"loaded": None, "skipped": [], "source": IMAGENET, "ema": False, "report": str(report)}
     path = Path(path)
     if not path.exists():
-        raise UserError(f"--from-weights {str(path)!r} does not exist; pass a run folder, a checkpoint folder, or a .weights.h5/.keras file")
+        raise UserError(f"--from-weights {str(path)!r} does not exist; pass a run folder, a checkpoint folder, a .weights.h5/.keras file, or imagenet")
     prefix = _find_prefix(path)
     if prefix is not None:
         return _load_tf_checkpoint(model, prefix, replace_head, use_ema)

@@ -111,6 +111,7 @@ def dataset_stats(source: DataSource, check: bool = False, sample: int = 256, pr
 
     info = source.info()
     out = {"num_classes": info.num_classes, "class_names": info.class_names, "splits": {}}
+    all_sizes: list[tuple[int, int]] = []
     for split, total in info.num_examples.items():
         files = source.files(split)
         if files and type(source).read_files is not DataSource.read_files:
@@ -146,16 +147,40 @@ def dataset_stats(source: DataSource, check: bool = False, sample: int = 256, pr
             if not 0 <= label < info.num_classes and not check:
                 out_of_range.append(f"label {label} ({per_class[label]} records)")
         counts = [per_class.get(i, 0) for i in range(info.num_classes)]
+        all_sizes += sizes
         hs = [s[0] for s in sizes] or [0]
         ws = [s[1] for s in sizes] or [0]
+        aspects = [w / h for h, w in sizes if h > 0] or [0.0]
         out["splits"][split] = {
             "examples": total, "files": len(files) if files else None,
             "per_class_min": min(counts) if counts else 0, "per_class_max": max(counts) if counts else 0,
             "empty_classes": [info.class_names[i] if info.class_names else i for i, c in enumerate(counts) if c == 0][:20],
             "height": [min(hs), int(np.median(hs)), max(hs)], "width": [min(ws), int(np.median(ws)), max(ws)],
+            "aspect": [round(min(aspects), 3), round(float(np.median(aspects)), 3), round(max(aspects), 3)],
             "sampled": len(sizes), "bad_records": bad, "labels_out_of_range": out_of_range,
         }
+    out.update(suggest_image_size(all_sizes))
     return out
+
+
+#: Image sizes :func:`suggest_image_size` chooses from; the largest is V2-S's evaluation size.
+SIZE_STEP, MAX_SUGGESTED_SIZE = 32, 384
+
+
+def suggest_image_size(sizes: list[tuple[int, int]]) -> dict:
+    """An image size for ``train.image_size`` from decoded ``(height, width)`` samples.
+
+    The median short side, rounded down to a multiple of 32 and capped at 384: larger inputs
+    would only upscale most images, and the cost of a step grows with the square of the size.
+    Also reports the share of images whose aspect ratio is beyond 4:3, which the square centre
+    crop of evaluation cuts at the long side.
+    """
+    if not sizes:
+        return {"median_short_side": None, "suggested_image_size": None, "wide_or_tall_share": None}
+    short = float(np.median([min(h, w) for h, w in sizes]))
+    size = int(min(MAX_SUGGESTED_SIZE, max(SIZE_STEP, short // SIZE_STEP * SIZE_STEP)))
+    skewed = sum(1 for h, w in sizes if max(h, w) > 4 / 3 * min(h, w) + 1e-9) / len(sizes)
+    return {"median_short_side": int(short), "suggested_image_size": size, "wide_or_tall_share": round(skewed, 3)}
 
 
 def stats_lines(stats: dict) -> list[str]:
@@ -166,14 +191,23 @@ def stats_lines(stats: dict) -> list[str]:
         files = f" in {s['files']} files" if s["files"] else ""
         lines.append(f"{split}: {s['examples']} examples{files}; per class {s['per_class_min']}-{s['per_class_max']}; "
                      f"image height min/median/max {s['height'][0]}/{s['height'][1]}/{s['height'][2]}, width "
-                     f"{s['width'][0]}/{s['width'][1]}/{s['width'][2]} (of {s['sampled']} decoded)")
+                     f"{s['width'][0]}/{s['width'][1]}/{s['width'][2]}, aspect (width/height) "
+                     f"{s['aspect'][0]:.2f}/{s['aspect'][1]:.2f}/{s['aspect'][2]:.2f} (of {s['sampled']} decoded)")
         if s["empty_classes"]:
             lines.append(f"  classes without examples: {', '.join(map(str, s['empty_classes']))}")
         for item in s["bad_records"]:
             lines.append(f"  unreadable: {item}")
         for item in s["labels_out_of_range"]:
             lines.append(f"  label outside [0, {stats['num_classes']}): {item}")
+    size = stats.get("suggested_image_size")
+    if size:
+        lines.append(f"suggested image size: {size} px (median short side {stats['median_short_side']} px): "
+                     f"--gin-param 'train.image_size = {size}' --gin-param 'train.eval_image_size = {size}'; "
+                     f"smaller trains faster (a step costs about (size/64)^2 times a 64 px step)")
+        if stats["wide_or_tall_share"] and stats["wide_or_tall_share"] > 0.1:
+            lines.append(f"  {100 * stats['wide_or_tall_share']:.0f}% of the images are wider or taller than 4:3; "
+                         f"the square crops cut their long side (input_pipeline.aspect_ratio_range, eval_crop_fraction)")
     return lines
 
 
-__all__ = ["convert_folder", "dataset_stats", "default_shards", "stats_lines", "to_jpeg_bytes", "TFRecordSource"]
+__all__ = ["convert_folder", "dataset_stats", "default_shards", "stats_lines", "suggest_image_size", "to_jpeg_bytes", "TFRecordSource"]

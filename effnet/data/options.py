@@ -48,6 +48,10 @@ class PipelineOptions:
     deterministic: bool = True
 
     def __post_init__(self):
+        for name in ("random_flip", "cache", "deterministic"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):  # a string "0" would otherwise count as true
+                raise UserError(f"input_pipeline.{name}={value!r} must be True or False (gin booleans are written without quotes)")
         if self.on_error not in ON_ERROR:
             raise UserError(f"input_pipeline.on_error={self.on_error!r} is not one of {', '.join(ON_ERROR)}"
                             f"{did_you_mean(self.on_error, ON_ERROR)}")
@@ -72,9 +76,9 @@ class PipelineOptions:
             object.__setattr__(self, name, value)
 
 
-def pipeline_options() -> PipelineOptions:
-    """The input-pipeline settings gin holds now."""
-    return PipelineOptions()
+def pipeline_options(**overrides) -> PipelineOptions:
+    """The input-pipeline settings gin holds now, with ``overrides`` for this call."""
+    return PipelineOptions(**overrides)
 
 
 __all__ = ["ON_ERROR", "PipelineOptions", "pipeline_options"]

@@ -12,6 +12,7 @@ file-level sharding, per-epoch file shuffling and error messages that name the f
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -255,7 +256,10 @@ class TFRecordSource(DataSource):
 
 
 class FolderSource(DataSource):
-    """Images in ``root/<split>/<class>/*.jpg|jpeg|png|bmp|gif`` (``validation`` may be called ``val``).
+    """Images in ``root/<split>/<class>/*.jpg|jpeg|png|bmp|gif`` (``validation`` may be called ``val``),
+    or in ``root/<class>/`` without split folders: then ``validation_fraction`` of every class goes to
+    validation, chosen by a hash of (``split_seed``, class, file name), so a file keeps its split when
+    images are added or removed and every run splits the same way.
 
     Classes are the sub-folders of ``root/train`` in sorted order (or of the first split found);
     every image file is one record, so file-level sharding always applies.
@@ -264,10 +268,16 @@ class FolderSource(DataSource):
     label_hint = "the folder source maps class folders to labels itself; this is a bug, please report it"
 
     def __init__(self, data_dir: str, extensions: Sequence[str] = IMAGE_EXTENSIONS,
-                 split_dirs: dict[str, Sequence[str]] | None = None, gin_name: str = "folder.data_dir"):
+                 split_dirs: dict[str, Sequence[str]] | None = None, gin_name: str = "folder.data_dir",
+                 validation_fraction: float = 0.2, split_seed: int = 0):
         self.data_dir = rec.check_dir(data_dir, "image folder dataset", gin_name)
         self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
         self.split_dirs = {"train": ("train",), "validation": ("validation", "val"), **(split_dirs or {})}
+        if not 0 <= validation_fraction < 1:
+            raise UserError(f"folder.validation_fraction={validation_fraction} must be in [0, 1)")
+        self.validation_fraction = float(validation_fraction)
+        self.split_seed = int(split_seed)
+        self.flat = False  # class folders directly under root, split by hash
         root = Path(self.data_dir)
         self._split_path: dict[str, Path] = {}
         for split, names in self.split_dirs.items():
@@ -276,16 +286,30 @@ class FolderSource(DataSource):
                     self._split_path[split] = root / name
                     break
         if not self._split_path:
-            subdirs = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise UserError(
-                f"image folder {self.data_dir} has no train/ or validation/ sub-folder (found: "
-                f"{', '.join(subdirs[:10]) or 'no folders'}); the layout is ROOT/<split>/<class>/<image>"
-            )
+            subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            with_images = [d for d in subdirs if self._images_in(root / d)]
+            if not with_images:
+                raise UserError(
+                    f"image folder {self.data_dir} has no train/ or validation/ sub-folder (found: "
+                    f"{', '.join(subdirs[:10]) or 'no folders'}) and no class folders with images; the layout is "
+                    f"ROOT/<split>/<class>/<image> or ROOT/<class>/<image>"
+                )
+            self.flat = True
+            self._split_path = {"train": root, "validation": root} if self.validation_fraction > 0 else {"train": root}
         first = self._split_path.get("train") or next(iter(self._split_path.values()))
         self.class_names = sorted(p.name for p in first.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not self.class_names:
             raise UserError(f"{first} has no class sub-folders; the layout is ROOT/<split>/<class>/<image>")
         self._files: dict[str, list[str]] = {}
+
+    def _images_in(self, folder: Path) -> list[str]:
+        return sorted(str(p) for p in folder.iterdir()
+                      if p.suffix.lower() in self.extensions and p.is_file() and not p.name.startswith("."))
+
+    def split_of(self, class_name: str, file_name: str) -> str:
+        """The split of a file in the ROOT/<class>/ layout (stable: depends on nothing else)."""
+        digest = hashlib.sha256(f"{self.split_seed}/{class_name}/{file_name}".encode()).digest()
+        return "validation" if int.from_bytes(digest[:8], "big") / 2.0 ** 64 < self.validation_fraction else "train"
 
     def _split_dir(self, split: str) -> Path:
         if split not in self._split_path:
@@ -306,8 +330,10 @@ class FolderSource(DataSource):
             for name in self.class_names:
                 folder = base / name
                 if folder.is_dir():
-                    found += sorted(str(p) for p in folder.iterdir()
-                                    if p.suffix.lower() in self.extensions and p.is_file() and not p.name.startswith("."))
+                    images = self._images_in(folder)
+                    if self.flat:
+                        images = [f for f in images if self.split_of(name, Path(f).name) == split]
+                    found += images
             if not found:
                 raise UserError(
                     f"no images ({', '.join(self.extensions)}) in {base}/<class>/ for split {split!r}; "

@@ -41,11 +41,14 @@ def tfrecord(data_dir=gin.REQUIRED, num_classes=None, class_names=None, label_of
 
 
 @gin.configurable("folder", module="effnet.plugins.data")
-def folder(data_dir=gin.REQUIRED, extensions=IMAGE_EXTENSIONS):
-    """Images in DATA_DIR/<split>/<class>/*.jpg|png (split: train, validation or val)."""
+def folder(data_dir=gin.REQUIRED, extensions=IMAGE_EXTENSIONS, validation_fraction=0.2,
+           split_seed=0):
+    """Images in DATA_DIR/<split>/<class>/*.jpg|png (split: train, validation or val), or in
+    DATA_DIR/<class>/ without split folders: then ``validation_fraction`` of each class is held out
+    for validation, chosen reproducibly by a hash of (``split_seed``, class, file name)."""
     from effnet.data import FolderSource
 
-    return FolderSource(data_dir, extensions=extensions)
+    return FolderSource(data_dir, extensions=extensions, validation_fraction=validation_fraction, split_seed=split_seed)
 
 
 @gin.configurable("tfds", module="effnet.plugins.data")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ from effnet.plugins.models.specs import NORMALIZATIONS, VARIANTS, VariantSpec, d
 __all__ = [
     "ImportReport",
     "Source",
+    "imagenet_weights_file",
     "import_keras_weights",
+    "keras_weights_origin",
     "keras_reference_model",
     "load_keras_file",
     "load_pretrained",
@@ -338,11 +341,18 @@ def _model_norm(model: keras.Model):
 def load_pretrained(model: keras.Model, path, replace_head: bool = False) -> ImportReport:
     """Load a .weights.h5 / .keras / legacy .h5 file (ours or keras.applications') into ``model``.
 
+    ``path='imagenet'`` takes keras.applications' ImageNet weights for the model's variant from
+    Keras' cache, downloading them once (:func:`imagenet_weights_file`).
+
     The classifier is skipped when ``replace_head`` and its shape differs; any other mismatch,
     or an input normalisation different from the one the weights were trained with, raises a
     one-line UserError naming the layer/shapes or the gin binding to set.
     """
     spec = VARIANTS.get(model.name)
+    if str(path) == IMAGENET:
+        if spec is None:
+            raise UserError(f"--from-weights imagenet: {model.name!r} is not an EfficientNet variant with keras.applications weights")
+        path = imagenet_weights_file(spec)
     source = read_source(path, spec)
     mine = _model_norm(model)
     if source.normalization and mine and not np.allclose(source.normalization, mine, rtol=1e-5, atol=1e-4):
@@ -352,6 +362,70 @@ def load_pretrained(model: keras.Model, path, replace_head: bool = False) -> Imp
             f"{normalization_name(*mine)!r}; set efficientnet.normalization = {wanted!r}"
         )
     return transfer(model, source, replace_head=replace_head)
+
+
+# --------------------------------------------------------------------------------------------------
+# keras.applications' ImageNet weights (--from-weights imagenet)
+
+IMAGENET = "imagenet"
+
+
+def keras_weights_origin(spec: VariantSpec) -> tuple[str, str, str | None]:
+    """``(file name, URL, md5)`` of keras.applications' ImageNet weights (with classifier) for ``spec``.
+
+    The names follow keras.applications (``efficientnetb0.h5``, ``efficientnetv2-s.h5``). Keras keeps
+    the URL prefix and the hashes in module constants of ``keras.src.applications``; they are read
+    here and nowhere else (tests/models/test_imagenet_weights.py fails if Keras moves them).
+    """
+    name = keras_model_name(spec)
+    if name is None:
+        raise UserError(
+            f"keras.applications has no ImageNet weights for {spec.name}; those exist for "
+            f"{', '.join(sorted(KERAS_NAMES.values()))}; pass a weights file or run folder to --from-weights"
+        )
+    from importlib import import_module
+
+    module = import_module("keras.src.applications." + ("efficientnet_v2" if spec.family == "v2" else "efficientnet"))
+    table = getattr(module, "WEIGHTS_HASHES", {})
+    suffix = name.rsplit("-", 1)[-1] if spec.family == "v2" else name[-2:]  # keys: 'b0' .. 'b3', '-s', '-m', '-l'
+    hashes = table.get(suffix) or table.get("-" + suffix)
+    file_name = name + ".h5"
+    return file_name, module.BASE_WEIGHTS_PATH + file_name, hashes[0] if hashes else None
+
+
+def _md5(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def imagenet_weights_file(spec: VariantSpec) -> str:
+    """The local path of keras.applications' ImageNet weights for ``spec``, through Keras' own cache.
+
+    ``keras.utils.get_file`` looks in ``$KERAS_HOME/models`` (default ``~/.keras/models``, the folder
+    ``keras.applications.*(weights="imagenet")`` fills) and downloads only what is not there. A
+    file downloaded by this call is checked against Keras' published md5 and removed if it differs;
+    a file already in the cache is used as it is (the importer checks every layer's shape).
+    """
+    file_name, origin, md5 = keras_weights_origin(spec)
+    started = time.time()
+    try:
+        # KERAS_HOME is read now, not when Keras was imported (Keras itself reads it once, at import)
+        path = keras.utils.get_file(file_name, origin, cache_subdir="models", cache_dir=os.environ.get("KERAS_HOME"))
+    except Exception as exc:  # noqa: BLE001 - Keras raises plain Exception for network failures
+        detail = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"cannot fetch keras.applications' ImageNet weights {file_name} from {origin} ({detail}); "
+            f"put the file into $KERAS_HOME/models/ (default ~/.keras/models/) or pass a local file to --from-weights"
+        ) from None
+    if md5 and os.path.getmtime(path) >= started and _md5(path) != md5:
+        os.remove(path)
+        raise UserError(f"the downloaded {file_name} from {origin} does not have Keras' md5 {md5} (removed); try again")
+    return path
 
 
 # --------------------------------------------------------------------------------------------------

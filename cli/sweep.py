@@ -1,0 +1,117 @@
+"""`effnet sweep` (train a grid or list of variants) and `effnet compare` (table and curves of runs)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+from effnet.cli.options import CONTEXT
+from effnet.errors import UserError
+
+FORMAT = click.Choice(["table", "csv", "json", "markdown"])
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--gin", "gin_files", multiple=True, metavar="NAME_OR_PATH", required=True,
+              help="The experiment every variant starts from (as for effnet train). Repeatable.")
+@click.option("--gin-param", "gin_params", multiple=True, metavar="'SCOPE.NAME=VALUE'",
+              help="A binding shared by every variant, e.g. 'train.epochs=3'. Repeatable.")
+@click.option("--model-dir", "root", type=click.Path(file_okay=False), required=True,
+              help="Sweep folder: one run folder per variant under it, and sweep.json.")
+@click.option("--data-dir", type=click.Path(), default=None, help="Dataset folder (sets the DATA_DIR macro).")
+@click.option("--vary", "varies", multiple=True, metavar="'SCOPE.NAME=[V1, V2, ...]'",
+              help="A binding and the values to try; several --vary make a grid (every combination).")
+@click.option("--variants", "variants_file", metavar="FILE",
+              help="A file of named variants ('[name]' then 'scope.name = value' lines); a path, or a name "
+                   "in effnet's gin/ folder such as ablations/quickstart.")
+@click.option("--seeds", metavar="0,1,2", help="Repeat every variant with these values of train.seed.")
+@click.option("--launcher", metavar="'COMMAND'", help="Start each run through this command, e.g. 'horovodrun -np 2'.")
+@click.option("--format", "fmt", type=FORMAT, default="table", show_default=True, help="How to print the final comparison.")
+@click.option("--dry-run", is_flag=True, help="Print each run's folder, state and command; train nothing.")
+def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run):
+    """Train variants of an experiment one after another, then compare them.
+
+    Each variant trains with `effnet train` in ROOT/<what differs>. A failing variant does not stop
+    the others; its error line is kept in ROOT/sweep.json. Run the same command again to skip the
+    finished runs and resume the interrupted ones. At the end the runs are compared (as `effnet
+    compare ROOT`) and their validation curves drawn in ROOT/compare.png.
+
+    \b
+    Examples:
+      effnet sweep --gin quickstart --variants ablations/quickstart --model-dir runs/ablation
+      effnet sweep --gin quickstart --model-dir runs/ema \\
+          --vary 'train.ema_decay=[None, 0.99, 0.999]' --vary 'train.lr_init=[0.002, 0.004]'
+      effnet sweep --gin quickstart --model-dir runs/seeds --vary 'train.ema_decay=[None, 0.99]' --seeds 0,1,2
+      effnet sweep --gin efficientnet_v2_s/amp_8xA100 --data-dir /data/imagenet --model-dir /results/abl \\
+          --variants my.variants --launcher 'horovodrun -np 8'
+    """
+    from effnet import compare
+    from effnet.sweep import Sweep
+
+    plan = Sweep.plan(root, gin_files, gin_params, data_dir=data_dir, varies=varies, variants_file=variants_file,
+                      seeds=seeds, launcher=launcher)
+    plan.validate()
+    if dry_run:
+        for record in plan.initial_records():
+            variant = next(v for v in plan.variants if v.name == record["name"])
+            click.echo(f"{record['name']}  [{'finished' if record['status'] == 'done' else 'to run'}]")
+            click.echo(f"  {shlex.join(plan.command(variant))}")
+        return
+    records = plan.run(echo=click.echo)
+    comparison = compare.compare(compare.collect([plan.root]))
+    click.echo("")
+    click.echo(compare.render(comparison, fmt), nl=False)
+    try:
+        drawn = compare.plot(comparison, plan.root / "compare.png")
+        click.echo(f"curves of {len(drawn)} runs: {plan.root / 'compare.png'}")
+    except UserError as exc:  # no matplotlib: the table is still there
+        click.echo(f"no picture: {exc}")
+    failed = [r for r in records if r["status"] != "done"]
+    if failed:
+        first = failed[0]
+        raise UserError(f"{len(failed)} of {len(records)} runs did not finish, e.g. {first['name']}: "
+                        f"{first.get('error') or first['status']}; see {plan.root / 'sweep.json'}, fix and run the "
+                        f"same command again (finished runs are skipped)")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dirs", nargs=-1, type=click.Path(), metavar="RUN_DIRS...")
+@click.option("--format", "fmt", type=FORMAT, default="table", show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also draw every run's validation curve into this PNG.")
+@click.option("--plot-metric", default="top1", show_default=True,
+              type=click.Choice(["top1", "val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss"]),
+              help="The curve to draw; top1: the EMA weights' top-1 where a run keeps an EMA, else the raw weights'.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
+def compare(run_dirs, fmt, plot_path, plot_metric, output):
+    """Compare runs: a column per gin binding that differs, and the final metrics.
+
+    Bindings come from each run's operative_config.gin (read as text: nothing in it is imported),
+    metrics from report.json (raw and EMA validation top-1/top-5 and loss, steps) and log.json (wall
+    time over all attempts, training img/s). Runs that differ only in train.seed are merged into
+    mean ± standard deviation. A sweep folder stands for all its runs; unfinished and failed runs are
+    shown as such.
+
+    \b
+    Examples:
+      effnet compare runs/ablation
+      effnet compare runs/ablation/* --format markdown -o ablation.md
+      effnet compare runs/a runs/b --plot curves.png --plot-metric val_ema_top1
+    """
+    from effnet import compare as compare_mod
+    from effnet.files import write_text_atomic
+
+    comparison = compare_mod.compare(compare_mod.collect(run_dirs))
+    text = compare_mod.render(comparison, fmt)
+    if output:
+        write_text_atomic(Path(output), text)
+    else:
+        click.echo(text, nl=False)
+    if plot_path:
+        drawn = compare_mod.plot(comparison, plot_path, metric=plot_metric)
+        click.echo(f"curves of {len(drawn)} runs: {plot_path}", err=bool(not output))
+
+
+__all__ = ["compare", "sweep"]
