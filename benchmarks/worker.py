@@ -94,7 +94,8 @@ def run_effnet(job):
             continue
         stamps = []  # run_benchmark reports progress after each step, once the step's result is on the host
         cfg = BenchmarkConfig(mode=mode, model=MODELS[job["model"]][0], precision=job["precision"], batch_size=batch,
-                              image_size=job["size"], xla=job["xla"], steps=steps, warmup=job["warmup"])
+                              image_size=job["size"], xla=job["xla"], steps=steps, warmup=job["warmup"],
+                              optimizer="rmsprop")
         report = run_benchmark(cfg, progress=lambda done, total: stamps.append(time.perf_counter()))
         timed_stamps = stamps[job["warmup"] - 1:] if job["warmup"] else stamps
         out[key] = summary([b - a for a, b in zip(timed_stamps, timed_stamps[1:])], batch)
