@@ -35,8 +35,13 @@ test: $(STAMP) horovod
 reliability: $(STAMP)
 	EFFNET_RELIABILITY_FULL=1 $(PY) -m pytest tests/reliability -s $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run
+
+# torch + timm for the benchmark's peer rows (large: only `make bench` installs them)
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

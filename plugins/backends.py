@@ -159,6 +159,7 @@ class HorovodBackend(Backend):
 
         for layer in layers:
             layer._moments = moments(layer)  # per instance: the layer's statistics over every rank's batch
+            layer.use_fused_kernel = False  # a fused-kernel BatchNorm (efficientnet.fused_bn) must take that path
         return len(layers)
 
     def shutdown(self) -> None:

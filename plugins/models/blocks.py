@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
-from effnet.plugins.models.layers import check_rate
+from effnet.plugins.models.layers import FusedBatchNorm, check_rate
 
 __all__ = ["Block", "FusedMBConv", "MBConv", "CONV_INIT"]
 
@@ -40,6 +41,8 @@ class Block(keras.layers.Layer):
         activation: str = "swish",
         bn_momentum: float = 0.99,
         bn_epsilon: float = 1e-3,
+        fused_bn: bool = True,
+        fold_bn: bool = True,
         drop_path_rate: float = 0.0,
         block_fraction: float = 0.0,
         seed: int | None = None,
@@ -51,6 +54,8 @@ class Block(keras.layers.Layer):
         self.se_ratio = float(se_ratio)
         self.activation = activation
         self.bn_momentum, self.bn_epsilon = float(bn_momentum), float(bn_epsilon)
+        self.fused_bn = bool(fused_bn)
+        self.fold_bn = bool(fold_bn)
         self.built_drop_path_rate = self.drop_path_rate = check_rate("drop_path_rate", drop_path_rate)
         self.block_fraction = float(block_fraction)
         self.seed = seed
@@ -72,7 +77,8 @@ class Block(keras.layers.Layer):
         )
 
     def _bn(self, suffix):
-        return layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype_policy, name=f"{self.name}_{suffix}")
+        batch_norm = FusedBatchNorm if self.fused_bn else layers.BatchNormalization
+        return batch_norm(momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype_policy, name=f"{self.name}_{suffix}")
 
     def _chain(self) -> list[tuple[keras.layers.Layer | None, int]]:
         """(sublayer or None, its input channels) in the order keras.applications creates them."""
@@ -88,6 +94,30 @@ class Block(keras.layers.Layer):
         return [layer for layer, _ in self._chain() if layer is not None]
 
     # -- shared pieces of call ----------------------------------------------------------------------
+    def _conv_bn(self, conv, bn, x, training):
+        """``bn(conv(x))``; in inference (``fold_bn``) one convolution with BN folded into kernel and bias.
+
+        Folding: ``scale = gamma / sqrt(moving_variance + eps)``, kernel * scale per output channel,
+        ``bias = beta - moving_mean * scale``, computed in float32 from the live weights on every
+        call (so it follows training and EMA swaps, and nothing extra is stored). A convolution plus
+        bias is what grappler fuses with the activation into one oneDNN/cuDNN kernel, in bfloat16
+        too, where it does not fuse Conv2D with FusedBatchNorm.
+        """
+        if training or not self.fold_bn or conv.use_bias:
+            return bn(conv(x), training=training)
+        scale = tf.cast(bn.gamma, tf.float32) * tf.math.rsqrt(tf.cast(bn.moving_variance, tf.float32) + bn.epsilon)
+        bias = tf.cast(bn.beta, tf.float32) - tf.cast(bn.moving_mean, tf.float32) * scale
+        dtype = self.compute_dtype
+        x = tf.cast(x, dtype)
+        stride = (1, *conv.strides, 1)
+        if isinstance(conv, layers.DepthwiseConv2D):
+            kernel = tf.cast(conv.kernel, tf.float32) * tf.reshape(scale, (1, 1, -1, 1))
+            y = tf.nn.depthwise_conv2d(x, tf.cast(kernel, dtype), strides=stride, padding="SAME")
+        else:
+            kernel = tf.cast(conv.kernel, tf.float32) * scale
+            y = tf.nn.conv2d(x, tf.cast(kernel, dtype), strides=stride, padding="SAME")
+        return tf.nn.bias_add(y, tf.cast(bias, dtype))
+
     def _squeeze_excite(self, x):
         if self.se_reduce is None:
             return x
@@ -125,6 +155,7 @@ class Block(keras.layers.Layer):
             "in_channels": self.in_channels, "out_channels": self.out_channels, "kernel": self.kernel,
             "stride": self.stride, "expand": self.expand, "se_ratio": self.se_ratio,
             "activation": self.activation, "bn_momentum": self.bn_momentum, "bn_epsilon": self.bn_epsilon,
+            "fused_bn": self.fused_bn, "fold_bn": self.fold_bn,
             "drop_path_rate": self.built_drop_path_rate, "block_fraction": self.block_fraction, "seed": self.seed,
         }
 
@@ -158,10 +189,10 @@ class MBConv(Block):
     def call(self, inputs, training=None):
         x = inputs
         if self.expand_conv is not None:
-            x = self._act(self.expand_bn(self.expand_conv(x), training=training))
-        x = self._act(self.bn(self.dwconv(x), training=training))
+            x = self._act(self._conv_bn(self.expand_conv, self.expand_bn, x, training))
+        x = self._act(self._conv_bn(self.dwconv, self.bn, x, training))
         x = self._squeeze_excite(x)
-        x = self.project_bn(self.project_conv(x), training=training)
+        x = self._conv_bn(self.project_conv, self.project_bn, x, training)
         return self._residual(x, inputs, training)
 
 
@@ -193,9 +224,9 @@ class FusedMBConv(Block):
     def call(self, inputs, training=None):
         x = inputs
         if self.expand_conv is not None:
-            x = self._act(self.expand_bn(self.expand_conv(x), training=training))
+            x = self._act(self._conv_bn(self.expand_conv, self.expand_bn, x, training))
         x = self._squeeze_excite(x)
-        x = self.project_bn(self.project_conv(x), training=training)
+        x = self._conv_bn(self.project_conv, self.project_bn, x, training)
         if self.expand_conv is None:
             x = self._act(x)
         return self._residual(x, inputs, training)

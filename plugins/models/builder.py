@@ -23,7 +23,7 @@ from keras import layers
 from effnet.errors import UserError
 from effnet.validate import MAX_IMAGE_SIZE, check_number
 from effnet.plugins.models.blocks import CONV_INIT, Block, FusedMBConv, MBConv
-from effnet.plugins.models.layers import HeadDropout, Normalize
+from effnet.plugins.models.layers import FusedBatchNorm, HeadDropout, Normalize
 from effnet.plugins.models.specs import ModelKnobs, VariantSpec, resolve_normalization
 
 __all__ = ["HEAD_LAYERS", "MIN_INPUT_SIZE", "apply_freeze", "build", "layer_stage", "weighted_layers"]
@@ -47,6 +47,7 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
     dropout_rate, drop_path_rate, bn_momentum, bn_epsilon = knobs.dropout_rate, knobs.drop_path_rate, knobs.bn_momentum, knobs.bn_epsilon
     activation, se_ratio, normalization, include_top = knobs.activation, knobs.se_ratio, knobs.normalization, knobs.include_top
     features_only, freeze, input_size = knobs.features_only, knobs.freeze, knobs.input_size
+    fused_bn, fold_bn = knobs.fused_bn, knobs.fold_bn
     mean, std = resolve_normalization(normalization)
     dropout_rate = spec.dropout if dropout_rate is None else dropout_rate
     drop_path_rate = spec.drop_path if drop_path_rate is None else drop_path_rate
@@ -65,9 +66,14 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
     except ValueError:
         raise UserError(f"efficientnet.activation={activation!r} is not a Keras activation (e.g. 'swish', 'relu', 'gelu')") from None
 
+    for key, value in (("fused_bn", fused_bn), ("fold_bn", fold_bn)):
+        if not isinstance(value, bool):
+            raise UserError(f"efficientnet.{key}={value!r} must be True or False")
+    batch_norm = FusedBatchNorm if fused_bn else layers.BatchNormalization
+
     def conv_bn_act(x, filters, kernel, stride, prefix):
         x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=f"{prefix}conv")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}bn")(x)
+        x = batch_norm(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}bn")(x)
         return layers.Activation(activation, name=f"{prefix}activation")(x)
 
     inputs = keras.Input((input_size, input_size, 3), name="images")
@@ -86,7 +92,7 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
             x = BLOCKS[stage.block](
                 x.shape[-1], out_channels, kernel=stage.kernel, stride=stage.stride if j == 0 else 1,
                 expand=stage.expand, se_ratio=ratio, activation=activation, bn_momentum=bn_momentum,
-                bn_epsilon=bn_epsilon, drop_path_rate=drop_path_rate, block_fraction=index / n_blocks,
+                bn_epsilon=bn_epsilon, fused_bn=fused_bn, fold_bn=fold_bn, drop_path_rate=drop_path_rate, block_fraction=index / n_blocks,
                 name=f"block{i}{_block_letter(j)}",
             )(x)
             index += 1

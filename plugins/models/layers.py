@@ -3,6 +3,8 @@
 * :class:`Normalize` - per-channel ``(x - mean) / std`` on [0, 255] inputs, in float32 whatever
   the dtype policy (mean/std are part of ``get_config``, so save/load keeps them).
 * :class:`HeadDropout` - dropout before the classifier whose rate a progressive stage can change.
+* :class:`FusedBatchNorm` - Keras' BatchNormalization computed by TensorFlow's fused batch-norm
+  kernel (same weights, config and moving-statistics update; see its docstring).
 
 HeadDropout (like the blocks' stochastic depth) implements the engine's stage protocol:
 ``apply_stage(params)`` reads the key it knows (``dropout``) and ignores the rest;
@@ -17,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-__all__ = ["HeadDropout", "Normalize", "check_rate"]
+__all__ = ["FusedBatchNorm", "HeadDropout", "Normalize", "check_rate"]
 
 
 def check_rate(name: str, rate: float) -> float:
@@ -83,3 +86,60 @@ class HeadDropout(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.built_rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="effnet")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose NHWC forward and backward pass run as one kernel each.
+
+    Keras 3 normalises with separate moment, subtract, multiply and add ops (and their gradients),
+    in float32 even under a bfloat16 policy; TensorFlow's ``FusedBatchNormV3`` (oneDNN on CPUs,
+    cuDNN on GPUs) does the forward pass, and ``FusedBatchNormGradV3`` the backward pass, in one
+    kernel each, reading bfloat16/float16 activations directly with float32 statistics. In
+    inference the op is what grappler's remapper folds into the preceding convolution.
+
+    Same weights in the same order (gamma, beta, moving_mean, moving_variance), same config and
+    the same update of the moving statistics as Keras: ``moving = moving * momentum + batch *
+    (1 - momentum)`` with the biased batch variance (the kernel returns the unbiased one; it is
+    rescaled by (n - 1) / n). Anything the fused kernel cannot do (a mask, renorm, synchronized
+    BN, a non-channels-last axis, other ranks, epsilon below the kernel's minimum) falls back to
+    Keras' own computation.
+    """
+
+    # FusedBatchNormV3 rejects smaller epsilons (TensorFlow's Python wrapper clamps to this).
+    MIN_EPSILON = 1.001e-5
+    #: False sends every call through Keras' own path, e.g. when a distribution backend computes the
+    #: batch moments across processes by replacing ``_moments`` (Horovod's synchronised BatchNorm).
+    use_fused_kernel = True
+
+    def _fusable(self, inputs, mask) -> bool:
+        rank = len(inputs.shape)
+        axis = self.axis if isinstance(self.axis, int) else (self.axis[0] if len(self.axis) == 1 else None)
+        return (self.use_fused_kernel and mask is None and rank == 4 and axis in (-1, 3) and self.scale and self.center and not self.renorm
+                and not self.synchronized and self.epsilon >= self.MIN_EPSILON
+                and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16))
+
+    def call(self, inputs, training=None, mask=None):
+        inputs = tf.convert_to_tensor(inputs)
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        gamma = tf.cast(self.gamma, tf.float32)
+        beta = tf.cast(self.beta, tf.float32)
+        if training and self.trainable:
+            empty = tf.constant([], tf.float32)
+            y, mean, unbiased_var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=self.epsilon,
+                exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+            shape = tf.shape(inputs)
+            n = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
+            variance = unbiased_var * ((n - 1.0) / tf.maximum(n, 1.0))
+            moving_mean = tf.cast(self.moving_mean, tf.float32)
+            moving_variance = tf.cast(self.moving_variance, tf.float32)
+            self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+                exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
+        return tf.cast(y, self.compute_dtype)

@@ -65,6 +65,8 @@ class ModelKnobs:
     drop_path_rate: float | None = None
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
+    fused_bn: bool = True
+    fold_bn: bool = True
     activation: str = "swish"
     se_ratio: float | None = None
     normalization: object = "imagenet"

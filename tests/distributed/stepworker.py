@@ -46,8 +46,10 @@ def build(args, backend):
         inputs = keras.Input((SIZE, SIZE, 3))
         x = keras.layers.Rescaling(1 / 255.0)(inputs)
         x = keras.layers.Conv2D(4, 3, name="conv")(x)
-        if args.batchnorm:
-            x = keras.layers.BatchNormalization(name="bn")(x)
+        if args.batchnorm:  # the BatchNorm our models use (fused kernel; sync BN must still take effect)
+            from effnet.plugins.models.layers import FusedBatchNorm
+
+            x = FusedBatchNorm(name="bn")(x)
         x = keras.layers.Activation("relu")(x)
         x = keras.layers.GlobalAveragePooling2D()(x)
         outputs = keras.layers.Dense(CLASSES, dtype="float32", name="logits")(x)

@@ -1,0 +1,254 @@
+"""One benchmark job in its own process: ``python -m benchmarks.worker '<job as JSON>'``.
+
+A job is one framework x model x precision (x XLA) measured in three ways, all on synthetic
+inputs made once: a training step at ``batch`` (forward, loss, backward, optimizer update),
+inference at ``batch`` and inference at batch 1 (latency). Every step is timed on its own and
+waits for its result, so throughput is ``batch / median step time`` (robust against the other
+processes on a shared machine) and latency percentiles are true percentiles of single calls.
+The worker prints one JSON line (the last line of its output) for :mod:`benchmarks.run`.
+
+Frameworks:
+
+* ``effnet``: this project's model and :class:`effnet.step.TrainStep` through
+  :func:`effnet.benchmarking.run_benchmark` (the code behind ``effnet benchmark``: label smoothing,
+  L2 term, finiteness check and the EMA over all weights included); ``gin`` bindings of the job
+  select model knobs (the before/after rows of docs/performance.md).
+* ``keras``: ``keras.applications`` (EfficientNetV2S / EfficientNetB0), compiled with RMSprop,
+  trained with its own ``train_on_batch``; inference with ``predict_on_batch``; XLA on or off.
+* ``timm``: ``timm``'s ``tf_efficientnetv2_s`` / ``tf_efficientnet_b0`` (randomly initialised:
+  pretrained=False) in PyTorch, channels_last, RMSprop, bf16 through CPU autocast.
+* ``matmul``: a 4096 x 4096 matmul in TensorFlow, the yardstick for achieved FLOP/s.
+
+Each framework runs with the same number of intra-op threads (``threads``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODELS = {
+    # ours, keras.applications, timm
+    "efficientnet_v2_s": ("efficientnet_v2_s", "EfficientNetV2S", "tf_efficientnetv2_s"),
+    "efficientnet_b0": ("efficientnet_b0", "EfficientNetB0", "tf_efficientnet_b0"),
+}
+QUANTILES = (50, 99)
+
+
+def percentile(values, q):
+    """Linear-interpolated percentile of a list (numpy's default method)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def timed(call, steps, warmup):
+    """Seconds of each of ``steps`` calls of ``call`` (which must wait for its result) after ``warmup`` calls."""
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def summary(seconds, batch):
+    ms = [1000.0 * s for s in seconds]
+    return {"img_per_s": batch / statistics.median(seconds), "steps": len(seconds),
+            **{f"p{q}_ms": percentile(ms, q) for q in QUANTILES}}
+
+
+# -- TensorFlow side --------------------------------------------------------------------------------
+def _tf_threads(threads):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def run_effnet(job):
+    import gin
+
+    import effnet.plugins.models  # noqa: F401 - registers the `efficientnet` configurable
+    from effnet.benchmarking import run_benchmark
+    from effnet.settings import BenchmarkConfig
+
+    # model knobs of this row, e.g. efficientnet.fused_bn = False for the before-optimisation baseline
+    gin.parse_config(job.get("gin") or [])
+    out = {}
+    for key, mode, batch, steps in (("train", "train", job["batch"], job["train_steps"]),
+                                    ("infer", "infer", job["batch"], job["infer_steps"]),
+                                    ("latency", "infer", 1, job["latency_steps"])):
+        if key not in job["measure"]:
+            continue
+        stamps = []  # run_benchmark reports progress after each step, once the step's result is on the host
+        cfg = BenchmarkConfig(mode=mode, model=MODELS[job["model"]][0], precision=job["precision"], batch_size=batch,
+                              image_size=job["size"], xla=job["xla"], steps=steps, warmup=job["warmup"],
+                              optimizer="rmsprop")
+        report = run_benchmark(cfg, progress=lambda done, total: stamps.append(time.perf_counter()))
+        timed_stamps = stamps[job["warmup"] - 1:] if job["warmup"] else stamps
+        out[key] = summary([b - a for a, b in zip(timed_stamps, timed_stamps[1:])], batch)
+        out["params"] = report["params"]
+    return out
+
+
+def run_keras(job):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from effnet import precision as precision_mod
+
+    def build():
+        keras.backend.clear_session()
+        precision_mod.configure(job["precision"])
+        return getattr(keras.applications, MODELS[job["model"]][1])(
+            weights=None, classes=1000, classifier_activation=None, input_shape=(job["size"], job["size"], 3))
+
+    rng = np.random.default_rng(0)
+    out = {}
+    if "train" in job["measure"]:
+        model = build()
+        model.compile(keras.optimizers.RMSprop(1e-3, rho=0.9, momentum=0.9, epsilon=1e-3),
+                      keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+                      jit_compile=job["xla"])
+        images = tf.constant(rng.integers(0, 256, (job["batch"], job["size"], job["size"], 3)).astype("float32"))
+        labels = tf.one_hot(rng.integers(0, 1000, job["batch"]), 1000)
+        out["train"] = summary(timed(lambda: model.train_on_batch(images, labels), job["train_steps"], job["warmup"]), job["batch"])
+        out["params"] = model.count_params()
+    for key, batch, steps in (("infer", job["batch"], job["infer_steps"]), ("latency", 1, job["latency_steps"])):
+        if key not in job["measure"]:
+            continue
+        model = build()
+        forward = tf.function(lambda x: model(x, training=False), jit_compile=job["xla"])
+        images = tf.constant(rng.integers(0, 256, (batch, job["size"], job["size"], 3)).astype("float32"))
+        out[key] = summary(timed(lambda: forward(images).numpy(), steps, job["warmup"]), batch)
+        out["params"] = model.count_params()
+    return out
+
+
+def run_matmul(job):
+    import tensorflow as tf
+
+    n = 4096
+    out = {}
+    for precision, dtype in (("fp32", tf.float32), ("bf16", tf.bfloat16)):
+        a = tf.random.stateless_normal([n, n], seed=[0, 1], dtype=dtype)
+        b = tf.random.stateless_normal([n, n], seed=[0, 2], dtype=dtype)
+        matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1, :1], tf.float32)))
+        seconds = timed(lambda: matmul().numpy(), job["matmul_steps"], 2)
+        out[precision] = {"flop_per_s": 2.0 * n**3 / statistics.median(seconds), "n": n}
+    return out
+
+
+def model_flops(model_name, size):
+    """FLOPs of one forward pass of our model at ``size`` px (2 per multiply-add), counted by TF's profiler."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
+
+    from effnet import precision as precision_mod
+    from effnet import registry
+
+    precision_mod.configure("fp32")
+    model = registry.get("model", MODELS[model_name][0])(num_classes=1000)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, size, size, 3], tf.float32))
+    frozen, _ = convert_variables_to_constants_v2_as_graph(concrete)
+    options = tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+                                                         ).with_empty_output().build()
+    profile = tf.compat.v1.profiler.profile(graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options)
+    return {"forward_flops": float(profile.total_float_ops)}
+
+
+# -- PyTorch side -----------------------------------------------------------------------------------
+def run_timm(job):
+    import timm
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    bf16 = job["precision"] == "bf16"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+    def build():
+        model = timm.create_model(MODELS[job["model"]][2], pretrained=False, num_classes=1000)
+        return model.to(memory_format=torch.channels_last)
+
+    def images(batch):
+        x = torch.randint(0, 256, (batch, 3, job["size"], job["size"]), dtype=torch.uint8).float()
+        x = (x / 255.0 - 0.5) / 0.5
+        return x.contiguous(memory_format=torch.channels_last)
+
+    out = {}
+    if "train" in job["measure"]:
+        model = build().train()
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, momentum=0.9, eps=1e-3)
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+        x, y = images(job["batch"]), torch.randint(0, 1000, (job["batch"],))
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        out["train"] = summary(timed(step, job["train_steps"], job["warmup"]), job["batch"])
+        out["params"] = sum(p.numel() for p in model.parameters())
+    model = build().eval()
+    for key, batch, steps in (("infer", job["batch"], job["infer_steps"]), ("latency", 1, job["latency_steps"])):
+        if key not in job["measure"]:
+            continue
+        x = images(batch)
+
+        def forward():
+            with torch.inference_mode(), autocast():
+                return model(x).float().sum().item()
+
+        out[key] = summary(timed(forward, steps, job["warmup"]), batch)
+        out["params"] = sum(p.numel() for p in model.parameters())
+    return out
+
+
+def run(job: dict) -> dict:
+    os.environ["OMP_NUM_THREADS"] = str(job["threads"])
+    started = time.perf_counter()
+    if job["framework"] == "timm":
+        result = run_timm(job)
+    else:
+        _tf_threads(job["threads"])
+        if job["framework"] == "effnet":
+            result = run_effnet(job)
+        elif job["framework"] == "keras":
+            result = run_keras(job)
+        elif job["framework"] == "matmul":
+            result = run_matmul(job)
+        elif job["framework"] == "flops":
+            result = model_flops(job["model"], job["size"])
+        else:
+            raise ValueError(f"unknown framework {job['framework']!r}")
+    return {"job": job, "result": result, "seconds": time.perf_counter() - started}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    print(json.dumps(run(json.loads(argv[0]))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

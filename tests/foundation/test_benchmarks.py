@@ -1,0 +1,68 @@
+"""The comparison benchmark's arithmetic (medians, percentiles, ratios, targets) and one real worker job.
+
+Timing itself is not asserted (shared machines); only that the figures are derived correctly.
+"""
+
+import json
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_percentile_matches_numpy_and_summary_uses_the_median_step():
+    from benchmarks.worker import percentile, summary
+
+    values = [5.0, 1.0, 4.0, 2.0, 30.0]
+    for q in (0, 50, 90, 99, 100):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+    s = summary([0.5, 0.25, 10.0], batch=4)  # one slow step (another job) does not move the median
+    assert s["img_per_s"] == pytest.approx(4 / 0.5)
+    assert s["steps"] == 3 and s["p50_ms"] == pytest.approx(500.0)
+
+
+def _row(framework, precision, train, infer, p50, xla=False):
+    return {"model": "m", "framework": framework, "precision": precision, "xla": xla, "train_img_per_s": train,
+            "infer_img_per_s": infer, "latency_p50_ms": p50}
+
+
+def test_targets_are_ratios_against_the_right_peer():
+    from benchmarks.run import targets_of
+
+    rows = [
+        _row("effnet", "fp32", 20.0, 100.0, 30.0), _row("effnet", "bf16", 30.0, 200.0, 20.0),
+        _row("effnet (unoptimised)", "bf16", 99.0, 999.0, 1.0),  # earlier states never count as ours
+        _row("keras", "fp32", 25.0, 120.0, 40.0), _row("keras", "fp32", 5.0, 50.0, 90.0, xla=True),
+        _row("timm", "fp32", 25.0, 130.0, 25.0), _row("timm", "bf16", 40.0, 180.0, 22.0),
+    ]
+    results = {("effnet", "m", "bf16", False, 300, None): [{"train": {"img_per_s": 6.0}}]}
+    pipeline = {"cores": 2, "rows": [{"pipeline": "effnet RandAugment(2, 15)", "image_size": 300, "images_per_s_per_core": 12.0},
+                                     {"pipeline": "keras.layers.RandAugment(2, 0.5)", "image_size": 300, "images_per_s_per_core": 1.0}]}
+    args = Namespace(models=["m"], pipeline_sizes=[128, 300], precisions=["fp32", "bf16"], gpu=False)
+    got = {t["name"]: t for t in targets_of(rows, results, pipeline, args)}
+    assert got["m: train best effnet / timm bf16"]["value"] == pytest.approx(30 / 40)
+    assert got["m: train best effnet / timm bf16"]["met"] is False
+    assert got["m: infer best effnet / timm bf16"]["value"] == pytest.approx(200 / 180)
+    assert got["m: infer best effnet / timm bf16"]["met"] is True
+    assert got["m: train effnet fp32 / best keras fp32"]["value"] == pytest.approx(20 / 25)  # best of XLA on/off
+    assert got["m: batch-1 p50 best effnet / best timm"]["value"] == pytest.approx(20 / 22)
+    assert got["m: batch-1 p50 best effnet / best timm"]["met"] is True
+    at_300 = got["input pipeline / m bf16 training, per core, 300 px"]
+    assert at_300["value"] == pytest.approx(12.0 / (6.0 / 2)) and at_300["met"] is True
+    assert got["input pipeline / m bf16 training, per core, 128 px"]["value"] is None  # not measured: no verdict
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_job_runs_in_its_own_process_and_prints_one_json_line():
+    job = {"framework": "matmul", "model": None, "precision": None, "xla": False, "size": 32, "threads": 1,
+           "matmul_steps": 1}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(job)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])["result"]
+    assert set(result) == {"fp32", "bf16"} and all(r["flop_per_s"] > 0 for r in result.values())

@@ -1,0 +1,131 @@
+"""FusedBatchNorm computes what keras.layers.BatchNormalization computes, with TF's fused kernel."""
+
+import numpy as np
+import pytest
+
+
+def _pair(channels=6, momentum=0.9, seed=0, rank=4, **kwargs):
+    import keras
+
+    from effnet.plugins.models.layers import FusedBatchNorm
+
+    ref = keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-3, **kwargs)
+    fused = FusedBatchNorm(momentum=momentum, epsilon=1e-3, **kwargs)
+    shape = (None,) * (rank - 1) + (channels,) if kwargs.get("axis", -1) == -1 else (None, channels) + (None,) * (rank - 2)
+    ref.build(shape)
+    fused.build(shape)
+    rng = np.random.default_rng(seed)
+    values = [rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in ref.weights]
+    ref.set_weights(values)
+    fused.set_weights(values)
+    return ref, fused, rng
+
+
+def _run(layer, x, r, training):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(tf.cast(x, layer.compute_dtype), training=training)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * r)
+    grads = tape.gradient(loss, [x, *layer.trainable_weights])
+    return y, grads
+
+
+@pytest.mark.parametrize("policy, tol", [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
+@pytest.mark.parametrize("training", [False, True])
+def test_same_outputs_gradients_and_moving_statistics_as_keras(policy, tol, training):
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(policy)
+    ref, fused, rng = _pair()
+    x = tf.constant(rng.normal(0.3, 2.0, (3, 5, 7, 6)).astype("float32"))
+    r = tf.constant(rng.normal(0, 1, (3, 5, 7, 6)).astype("float32"))
+    y_ref, g_ref = _run(ref, x, r, training)
+    y_fused, g_fused = _run(fused, x, r, training)
+    assert y_fused.dtype == y_ref.dtype
+    np.testing.assert_allclose(tf.cast(y_fused, tf.float32), tf.cast(y_ref, tf.float32), atol=tol, rtol=tol)
+    for a, b in zip(g_fused, g_ref):
+        scale = float(tf.reduce_max(tf.abs(b)))
+        np.testing.assert_allclose(a / scale, b / scale, atol=tol)
+    # moving statistics: unchanged in inference, the same biased-variance update in training
+    for a, b in zip(fused.non_trainable_weights, ref.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
+    if training:
+        assert not np.allclose(fused.moving_mean.numpy(), rng.uniform(0.5, 1.5, 6))  # it did move
+
+
+def test_frozen_layer_uses_moving_statistics_in_training():
+    import tensorflow as tf
+
+    ref, fused, rng = _pair()
+    ref.trainable = fused.trainable = False
+    x = tf.constant(rng.normal(0, 2.0, (2, 4, 4, 6)).astype("float32"))
+    before = [w.numpy().copy() for w in fused.non_trainable_weights]
+    np.testing.assert_allclose(fused(x, training=True), ref(x, training=True), atol=1e-5)
+    for a, b in zip(fused.non_trainable_weights, before):
+        np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_what_the_kernel_cannot_do_falls_back_to_keras():
+    import tensorflow as tf
+
+    # channels-first axis and a rank-2 input take Keras' own path and still agree with it
+    ref, fused, rng = _pair(axis=1)
+    x = tf.constant(rng.normal(0, 2.0, (2, 6, 4, 4)).astype("float32"))
+    np.testing.assert_allclose(fused(x, training=True), ref(x, training=True), atol=1e-5)
+    ref, fused, rng = _pair(rank=2)
+    x = tf.constant(rng.normal(0, 2.0, (5, 6)).astype("float32"))
+    np.testing.assert_allclose(fused(x, training=True), ref(x, training=True), atol=1e-5)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), ref.moving_variance.numpy(), atol=1e-6)
+
+
+def test_same_weights_and_config_and_serialisable():
+    import keras
+
+    from effnet.plugins.models.layers import FusedBatchNorm
+
+    ref, fused, _ = _pair()
+    assert [w.path.split("/")[-1] for w in fused.weights] == [w.path.split("/")[-1] for w in ref.weights]
+    assert isinstance(fused, keras.layers.BatchNormalization)  # weight decay and freezing treat it as BN
+    config = fused.get_config()
+    assert {k: v for k, v in config.items() if k != "name"} == {k: v for k, v in ref.get_config().items() if k != "name"}
+    clone = keras.layers.deserialize(keras.layers.serialize(fused))
+    assert type(clone) is FusedBatchNorm
+
+
+def test_models_use_the_fused_layer_for_every_batchnorm():
+    import keras
+
+    from effnet.plugins.models import efficientnet
+    from effnet.plugins.models.builder import weighted_layers
+    from effnet.plugins.models.layers import FusedBatchNorm
+
+    model = efficientnet("efficientnet_v2_s", num_classes=5, width=0.25, depth=0.1)
+    bns = [layer for layer in weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(type(layer) is FusedBatchNorm for layer in bns)
+
+
+@pytest.mark.parametrize("policy, tol", [("float32", 1e-5), ("mixed_bfloat16", 0.1)])
+def test_inference_with_batchnorm_folded_equals_conv_then_batchnorm(policy, tol):
+    import keras
+    import tensorflow as tf
+    from modeltest_utils import images, randomize
+
+    from effnet.plugins.models import efficientnet
+
+    keras.mixed_precision.set_global_policy(policy)
+    knobs = {"num_classes": 7, "width": 0.25, "depth": 0.1, "dropout_rate": 0.0, "drop_path_rate": 0.0}
+    folded = randomize(efficientnet("efficientnet_v2_s", **knobs), seed=3)
+    plain = efficientnet("efficientnet_v2_s", fold_bn=False, **knobs)
+    plain.set_weights(folded.get_weights())
+    x = tf.constant(images(batch=2, size=64))
+    expected = plain(x, training=False)
+    got = folded(x, training=False)
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * float(tf.reduce_max(tf.abs(expected))))
+    # training never folds: the batch statistics are used and the moving ones updated as before
+    train_tol = 1e-4 if policy == "float32" else tol
+    np.testing.assert_allclose(folded(x, training=True), plain(x, training=True), rtol=train_tol, atol=train_tol)
+    for a, b in zip(folded.non_trainable_weights, plain.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=train_tol, atol=train_tol)
