@@ -160,7 +160,20 @@ def test_two_horovod_processes_train_and_evaluate_the_seed_experiment(horovod_ru
 
 
 def worker_pids(model_dir: Path, rank: int) -> list[int]:
-    """The Python processes of ``rank`` working on ``model_dir`` (not their shell wrappers)."""
+    """The Python processes of ``rank`` working on ``model_dir`` (not their shell wrappers, nor the
+    stderr filter each ``effnet`` process forks at start, effnet/cli/quiet.py: a child of another match)."""
+    found = _python_pids(model_dir, rank)
+    parents = {}
+    for pid in found:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        parents[pid] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return [pid for pid, parent in parents.items() if parent not in found]
+
+
+def _python_pids(model_dir: Path, rank: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
