@@ -18,19 +18,19 @@ to the newest valid checkpoint.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from effnet.errors import UserError
 from effnet.faults import point
+from effnet.files import file_digest
 
 SUBDIR = "checkpoints"
 PREFIX = "ckpt-"
@@ -87,11 +87,7 @@ def _step_of(path: Path) -> int | None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def write_manifest(folder: Path) -> Path:

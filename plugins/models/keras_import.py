@@ -394,13 +394,9 @@ def keras_weights_origin(spec: VariantSpec) -> tuple[str, str, str | None]:
 
 
 def _md5(path: str) -> str:
-    import hashlib
+    from effnet.files import file_digest
 
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def imagenet_weights_file(spec: VariantSpec) -> str:

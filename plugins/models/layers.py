@@ -109,7 +109,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     # FusedBatchNormV3 rejects smaller epsilons (TensorFlow's Python wrapper clamps to this).
     MIN_EPSILON = 1.001e-5
     #: False sends every call through Keras' own path, e.g. when a distribution backend computes the
-    #: batch moments across processes by replacing ``_moments`` (Horovod's synchronised BatchNorm).
+    #: batch moments across processes in Keras' own moments method (Horovod's synchronised BatchNorm).
     use_fused_kernel = True
 
     def _fusable(self, inputs, mask) -> bool:
