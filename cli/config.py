@@ -15,14 +15,17 @@ from effnet.errors import UserError
 def plugins(as_json):
     """List every registered plugin by kind, name and source package.
 
+    A plugin that fails to load (or whose hook fails) does not hide the others: it is named on
+    stderr after the list, and the exit code is 2.
+
     \b
     Example:
       effnet plugins
       EFFNET_DISABLE_PLUGIN_AUTOLOAD=1 effnet plugins   # built-ins only
     """
-    from effnet.registry import get_registry
+    from effnet.registry import Registry
 
-    registry = get_registry()
+    registry = Registry(lenient=True)
     rows = [(e.kind, e.name, e.plugin, e.source) for e in registry.entries()]
     gin_dirs = [str(p) for p in registry.gin_paths]
     if as_json:
@@ -30,7 +33,9 @@ def plugins(as_json):
             "entries": [dict(zip(("kind", "name", "plugin", "source"), r)) for r in rows],
             "gin_paths": gin_dirs,
             "autoload": registry.autoload,
+            "problems": [str(p) for p in registry.problems],
         }, indent=2))
+        _report_problems(registry.problems)
         return
     header = ("KIND", "NAME", "PLUGIN", "SOURCE")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
@@ -40,6 +45,14 @@ def plugins(as_json):
         click.echo(f"gin folder from a plugin: {d}")
     if not registry.autoload:
         click.echo("(plugin autoloading is off: EFFNET_DISABLE_PLUGIN_AUTOLOAD is set)")
+    _report_problems(registry.problems)
+
+
+def _report_problems(problems) -> None:
+    for problem in problems[:-1]:
+        click.echo(f"error: {problem}", err=True)
+    if problems:  # the last one ends the command (one line, exit 2) after the healthy plugins were listed
+        raise problems[-1]
 
 
 @click.command(context_settings=CONTEXT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -47,7 +46,11 @@ def eval_(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, split
         return
     for line in summary_lines(report):
         click.echo(line)
-    click.echo(f"wrote {Path(report['model_dir']) / EVAL_REPORT}", err=True)
+    if report.get("report_file"):
+        click.echo(f"wrote {report['report_file']}", err=True)
+    else:
+        click.echo(f"note: {report['model_dir']} is not writable: evaluated without writing {EVAL_REPORT} or logs there",
+                   err=True)
 
 
 __all__ = ["eval_"]

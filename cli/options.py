@@ -70,7 +70,12 @@ def progress_bar(total: int, label: str):
 def emit(text: str, output) -> None:
     """Print ``text``, or write it atomically to ``output`` and say so on stderr."""
     if output:
-        write_text_atomic(output, text)
+        try:
+            write_text_atomic(output, text)
+        except OSError as exc:
+            from effnet.errors import UserError
+
+            raise UserError(f"could not write {output}: {exc.strerror or exc}; free some space or pass another -o") from None
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)

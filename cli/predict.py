@@ -10,6 +10,7 @@ import click
 
 from effnet.cli.options import CONTEXT, checkpoint_option, emit, gin_options, precision_option, progress_bar
 from effnet.errors import UserError
+from effnet.files import check_writable
 
 
 def _format_predictions(predictions, fmt: str, header: dict, errors: list[dict]) -> str:
@@ -63,6 +64,8 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
     from effnet.images import find_images
 
     paths = [str(p) for p in find_images(images)]  # bad paths fail before anything heavy is loaded
+    if output:
+        check_writable(output, "--output file", is_folder=False)
     bar = progress_bar(len(paths), "predict") if len(paths) > batch_size else None
 
     def on_loaded(run):

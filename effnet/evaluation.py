@@ -10,13 +10,14 @@ writing process, to ``<model_dir>/eval_report.json``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 from effnet import data, registry, runfolder
 from effnet import precision as precision_mod
 from effnet.errors import UserError
-from effnet.files import write_json_atomic
+from effnet.files import is_writable, undone_on_failure, write_json_atomic
 from effnet.loggers import configured_names, make_loggers
 from effnet.metrics import QUANTILES, Evaluator, latency_summary
 
@@ -66,17 +67,27 @@ def evaluate_run(cfg, checkpoint: str = "latest", weights: str = "both", split: 
         raise UserError(f"checkpoint {info.path} has no EMA weights (the run had train.ema_decay = None); use --weights raw")
 
     run = runfolder.load_run(cfg, info, weights=passes[0], scope=backend.scope())
-    model, size = run.model, run.image_size
-    xla = precision_mod.default_xla(cfg.xla)
     batch = int(cfg.eval_batch_size or cfg.micro_batch)
     shard = backend.shard_info()
 
     model_dir = Path(cfg.model_dir)
-    log = make_loggers(model_dir=model_dir, is_writer=backend.is_writer, names=_logger_names(logger_names))
+    # A run folder someone shared read-only is still evaluated; then nothing is written into it.
+    writes = backend.is_writer and is_writable(model_dir)
+    with undone_on_failure(model_dir, skip=("checkpoints",)) if writes else contextlib.nullcontext():
+        return _evaluate(cfg, backend, info, source, num_classes, passes, run, split, batch, shard, model_dir, writes,
+                         report_name, logger_names)
+
+
+def _evaluate(cfg, backend, info, source, num_classes, passes, run, split, batch, shard, model_dir, writes,
+              report_name, logger_names) -> dict:
+    model, size = run.model, run.image_size
+    xla = precision_mod.default_xla(cfg.xla)
+    log = make_loggers(model_dir=model_dir, is_writer=writes, names=_logger_names(logger_names))
     params = {"mode": "eval", "model": cfg.model, "dataset": cfg.dataset, "split": split,
               "checkpoint": str(info.path), "checkpoint_step": info.step, "image_size": size, "batch_size": batch,
               "precision": cfg.precision, "xla": xla, "processes": backend.size, "weights": ",".join(passes)}
-    report = {**params, "model_dir": str(model_dir), "num_classes": num_classes, "raw": None, "ema": None}
+    report = {**params, "model_dir": str(model_dir), "num_classes": num_classes, "raw": None, "ema": None,
+              "report_file": str(model_dir / report_name) if writes and report_name else None}
     try:
         log.log_params(params)
         for metric, unit in (("loss", None), ("top1", "%"), ("top5", "%"), ("img_per_s", "images/s"), ("latency", "ms")):
@@ -100,8 +111,8 @@ def evaluate_run(cfg, checkpoint: str = "latest", weights: str = "both", split: 
         log.log_metrics((), {**final, "global_step": info.step}, kind="eval")
     finally:
         log.close()
-    if backend.is_writer and report_name:
-        write_json_atomic(model_dir / report_name, report)
+    if report["report_file"]:
+        write_json_atomic(report["report_file"], report)
     return report
 
 

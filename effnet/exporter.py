@@ -403,15 +403,23 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
     out_dir = Path(output) if output else Path(cfg.model_dir) / "export"
     if on_start is not None:
         on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}")
-    results = exporter.export(out_dir, names, samples, bounds, on_result=on_result)
-    report = {"model": cfg.model, "checkpoint": str(run.checkpoint.path), "step": run.checkpoint.step,
-              "weights": "ema" if run.ema else "raw", "image_size": run.image_size, "num_classes": run.num_classes,
-              "class_names": class_names, "samples": f"{len(samples)} {origin}", "output": str(out_dir),
-              "artifacts": [r.as_dict() for r in results]}
-    if class_names:
-        runfolder.write_labels(out_dir, class_names)
-    write_json_atomic(out_dir / "export_report.json", report)
+    try:
+        results = exporter.export(out_dir, names, samples, bounds, on_result=on_result)
+        report = _export_report(cfg, run, class_names, samples, origin, out_dir, results)
+        if class_names:
+            runfolder.write_labels(out_dir, class_names)
+        write_json_atomic(out_dir / "export_report.json", report)
+    except OSError as exc:  # a full disk, a quota, a folder that became read-only
+        raise UserError(f"could not write the export to {out_dir}: {exc.strerror or exc}; formats checked before it "
+                        f"were kept; free some space or pass another --output") from None
     return report
+
+
+def _export_report(cfg, run, class_names, samples, origin, out_dir, results) -> dict:
+    return {"model": cfg.model, "checkpoint": str(run.checkpoint.path), "step": run.checkpoint.step,
+            "weights": "ema" if run.ema else "raw", "image_size": run.image_size, "num_classes": run.num_classes,
+            "class_names": class_names, "samples": f"{len(samples)} {origin}", "output": str(out_dir),
+            "artifacts": [r.as_dict() for r in results]}
 
 
 __all__ = [

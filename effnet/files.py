@@ -28,6 +28,78 @@ def atomic_path(path):
             tmp.unlink()
 
 
+def is_writable(folder) -> bool:
+    """Whether a file can be created in the existing ``folder`` (a real probe: read-only mounts,
+    permissions and full disks all count, also for root)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".effnet-write-test-"):
+            return True
+    except OSError:
+        return False
+
+
+def check_writable(path, what: str, is_folder: bool = True) -> Path:
+    """UserError unless ``path`` (a folder, or a file's folder) can be written, checked before any work.
+
+    A folder that does not exist yet is probed by creating it, and removed again.
+    """
+    from effnet.errors import UserError
+
+    path = Path(path)
+    folder = path if is_folder else path.parent
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        ok = is_writable(folder)
+        reason = "" if ok else "cannot create files there"
+    except OSError as exc:
+        ok, reason = False, exc.strerror or str(exc)
+    finally:
+        for created in missing:  # leave nothing behind: the real write creates it again
+            try:
+                created.rmdir()
+            except OSError:
+                pass
+    if not ok:
+        raise UserError(f"{what} {str(path)!r} is not writable ({reason}); pick a writable place")
+    return path
+
+
+@contextlib.contextmanager
+def undone_on_failure(folder, skip: tuple[str, ...] = ()):
+    """If the block fails, put ``folder``'s files back as they were: new files removed, files that
+    grew cut back to their old size (logs appended to), so a failed command leaves nothing that
+    looks like its result. Sub-folders named in ``skip`` are not watched."""
+    folder = Path(folder)
+
+    def files() -> dict[Path, int]:
+        found = {}
+        for path in folder.rglob("*") if folder.is_dir() else ():
+            if path.is_file() and not any(part in skip for part in path.relative_to(folder).parts):
+                found[path] = path.stat().st_size
+        return found
+
+    before = files()
+    try:
+        yield
+    except BaseException:
+        for path, size in files().items():
+            try:
+                if path not in before:
+                    path.unlink()
+                elif size > before[path]:
+                    os.truncate(path, before[path])
+            except OSError:
+                pass
+        raise
+
+
 def file_digest(path, algorithm: str = "sha256") -> str:
     """The hex digest of a file's bytes, read in 1 MiB blocks (``algorithm``: any hashlib name)."""
     import hashlib
@@ -57,4 +129,4 @@ def write_json_atomic(path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
-__all__ = ["atomic_path", "file_digest", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "check_writable", "file_digest", "is_writable", "undone_on_failure", "write_json_atomic", "write_text_atomic"]

@@ -90,7 +90,12 @@ class _PluginManager(pluggy.PluginManager):
 class Registry:
     """All plugins and everything they registered, by kind and name."""
 
-    def __init__(self, autoload: bool | None = None, extra_plugins: list[object] | None = None):
+    def __init__(self, autoload: bool | None = None, extra_plugins: list[object] | None = None,
+                 lenient: bool = False):
+        """``lenient``: a plugin that fails to load or whose hook fails is left out and its one-line
+        error kept in :attr:`problems` instead of raised (``effnet plugins`` lists the others)."""
+        self.lenient = lenient
+        self.problems: list[UserError] = []  # with their cause attached, for --debug
         self.pm = _PluginManager("effnet")
         self.pm.add_hookspecs(hookspecs)
         self._sources: dict[str, str] = {}
@@ -117,25 +122,36 @@ class Registry:
             return
         self._sources[name] = source
 
+    def _problem(self, error: UserError, cause: BaseException | None = None) -> None:
+        """Raise ``error`` (from ``cause``), or keep it in :attr:`problems` when lenient."""
+        error.__cause__ = cause
+        if not self.lenient:
+            raise error
+        self.problems.append(error)
+
     def _import(self, module: str, source: str, hint: str):
         try:
             return importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's problem
-            raise UserError(
+            self._problem(UserError(
                 f"plugin module {module!r} from {source} failed to import: "
                 f"{type(exc).__name__}: {exc}; {hint}"
-            ) from exc
+            ), exc)
+            return None
 
     def _load_builtins(self) -> None:
         from effnet.plugins import BUILTIN
 
         for module in BUILTIN:
-            self._register(self._import(module, "built-in", "this is a bug in effnet"), module, "built-in")
+            plugin = self._import(module, "built-in", "this is a bug in effnet")
+            if plugin is not None:
+                self._register(plugin, module, "built-in")
 
     def _load_env_plugins(self) -> None:
         for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
             plugin = self._import(module, f"${PLUGINS_ENV}", f"fix or remove it from ${PLUGINS_ENV}")
-            self._register(plugin, module, f"${PLUGINS_ENV}")
+            if plugin is not None:
+                self._register(plugin, module, f"${PLUGINS_ENV}")
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -147,10 +163,11 @@ class Registry:
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001
-                raise UserError(
+                self._problem(UserError(
                     f"plugin {ep.name!r} ({ep.value}) from {source} failed to load: "
                     f"{type(exc).__name__}: {exc}; {hint}"
-                ) from exc
+                ), exc)
+                continue
             if self.pm.is_registered(plugin):  # already loaded through $EFFNET_PLUGINS
                 continue
             self._register(plugin, ep.name, source)
@@ -162,53 +179,70 @@ class Registry:
                 continue
             caller = getattr(self.pm.hook, name)
             if caller.spec is None:
-                for impl in caller.get_hookimpls():
-                    raise UserError(
+                for impl in list(caller.get_hookimpls()):
+                    self._problem(UserError(
                         f"plugin {impl.plugin_name!r} ({self._sources.get(impl.plugin_name, '?')}) "
                         f"implements unknown hook {name!r}{did_you_mean(name, hooks)}; "
                         f"known hooks: {', '.join(hooks)}"
-                    )
+                    ))
+                    self.pm.unregister(impl.plugin)  # lenient: leave the broken plugin out
         self.pm.check_pending()
 
     # -- collecting --------------------------------------------------------------------------------
+    def _call_hook(self, impl, hook: str):
+        """``impl``'s hook function called; an exception becomes one line naming the plugin (None when lenient)."""
+        try:
+            return impl.function()
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug: name the plugin, not just the exception
+            detail = " ".join(str(exc).split())[:200]
+            self._problem(UserError(
+                f"plugin {impl.plugin_name!r} ({self._sources.get(impl.plugin_name, '?')}): {hook}() raised "
+                f"{type(exc).__name__}: {detail}; fix or uninstall the plugin, or set {AUTOLOAD_ENV}=1"
+            ), exc)
+            return None
+
     def _collect(self, kind: str) -> None:
         caller = getattr(self.pm.hook, KINDS[kind])
         # get_hookimpls() is in registration order: built-ins first.
         for impl in caller.get_hookimpls():
             source = self._sources.get(impl.plugin_name, "?")
-            result = impl.function()
+            result = self._call_hook(impl, KINDS[kind])
             if result is None:
                 continue
             if not isinstance(result, Mapping):
-                raise UserError(
+                self._problem(UserError(
                     f"plugin {impl.plugin_name!r} ({source}): {KINDS[kind]}() must return a dict "
                     f"of name -> factory, got {type(result).__name__}"
-                )
+                ))
+                continue
             for name, factory in result.items():
                 if not isinstance(name, str) or not callable(factory):
-                    raise UserError(
+                    self._problem(UserError(
                         f"plugin {impl.plugin_name!r} ({source}): {KINDS[kind]}() entry {name!r} "
                         f"must map a string to a callable, got {type(factory).__name__}"
-                    )
+                    ))
+                    continue
                 entry = Entry(kind, name, factory, impl.plugin_name, source)
                 previous = self._entries[kind].get(name)
                 if previous is not None:
-                    raise UserError(
+                    self._problem(UserError(
                         f"{kind} {name!r} is registered twice: by {previous.origin} and by "
                         f"{entry.origin}; uninstall one of them or rename the {kind}"
-                    )
+                    ))
+                    continue
                 self._entries[kind][name] = entry
 
     def _collect_gin_paths(self) -> list[Path]:
         paths: list[Path] = []
         for impl in self.pm.hook.effnet_gin_paths.get_hookimpls():
-            for path in impl.function() or []:
+            for path in self._call_hook(impl, "effnet_gin_paths") or []:
                 path = Path(path)
                 if not path.is_dir():
-                    raise UserError(
+                    self._problem(UserError(
                         f"plugin {impl.plugin_name!r} ({self._sources.get(impl.plugin_name, '?')}) "
                         f"declares gin folder {str(path)!r}, which does not exist"
-                    )
+                    ))
+                    continue
                 paths.append(path)
         return paths
 

@@ -58,6 +58,6 @@ def test_multi_worker_without_tf_config_under_a_launcher_refuses(monkeypatch):
 def test_replicas_must_be_a_positive_integer():
     from effnet.settings import TrainConfig
 
-    with pytest.raises(UserError, match=r"train.replicas=0 must be a positive integer"):
+    with pytest.raises(UserError, match=r"train.replicas=0 is out of range: allowed an integer in \[1, 1000000\] or None"):
         TrainConfig(model_dir="x", model="m", dataset="d", replicas=0)
     assert TrainConfig(model_dir="x", model="m", dataset="d", replicas=8).replicas == 8

@@ -98,7 +98,8 @@ def check_nan_run(ranks: list[dict], model_dir: Path):
             assert not Path(r["discarded"]).is_relative_to(model_dir) and not r["discarded_exists"]
     files = sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*"))
     assert files == ["checkpoints", "checkpoints/ckpt-000000004", "checkpoints/ckpt-000000004/ckpt.data-00000-of-00001",
-                     "checkpoints/ckpt-000000004/ckpt.index", "checkpoints/ckpt-000000004/meta.json"]
+                     "checkpoints/ckpt-000000004/ckpt.index", "checkpoints/ckpt-000000004/manifest.json",
+                     "checkpoints/ckpt-000000004/meta.json"]
 
 
 EQUAL = ["--accum", "2", "--micro", "4", "--updates", str(UPDATES)]

@@ -116,17 +116,20 @@ def test_cli_reports_plugin_errors_in_one_line(tmp_path, monkeypatch, capsys):
     assert result.err.startswith("error: backend 'single' is registered twice: by effnet.plugins.backends (built-in)")
 
 
-def test_crashing_plugin_is_an_internal_error(tmp_path, monkeypatch, capsys):
+def test_crashing_plugin_hook_is_named(tmp_path, monkeypatch, capsys):
+    """A hook that raises is the plugin's fault: one line naming it (issue #10), the traceback with --debug."""
     name = write_module(tmp_path, monkeypatch, "crash_plugin", """
         def effnet_models():
             raise RuntimeError("boom")
     """)
     monkeypatch.setenv("EFFNET_PLUGINS", name)
     result = run_inprocess(capsys, "plugins")
-    assert result.code == 1
-    assert result.err == "internal error: RuntimeError: boom (rerun with --debug for the traceback)\n"
+    assert result.code == 2
+    assert result.err == ("error: plugin 'crash_plugin' ($EFFNET_PLUGINS): effnet_models() raised RuntimeError: boom; "
+                          "fix or uninstall the plugin, or set EFFNET_DISABLE_PLUGIN_AUTOLOAD=1\n")
+    assert "model" in result.out and "efficientnet_v2_s" in result.out  # the other plugins are still listed
     result = run_inprocess(capsys, "--debug", "plugins")
-    assert result.code == 1
+    assert result.code == 2
     assert "Traceback (most recent call last)" in result.err and 'raise RuntimeError("boom")' in result.err
 
 
