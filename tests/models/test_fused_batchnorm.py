@@ -95,16 +95,20 @@ def test_same_weights_and_config_and_serialisable():
     assert type(clone) is FusedBatchNorm
 
 
-def test_models_use_the_fused_layer_for_every_batchnorm():
+def test_fused_bn_opts_every_batchnorm_in_and_is_off_by_default():
     import keras
 
     from effnet.plugins.models import efficientnet
     from effnet.plugins.models.builder import weighted_layers
     from effnet.plugins.models.layers import FusedBatchNorm
 
-    model = efficientnet("efficientnet_v2_s", num_classes=5, width=0.25, depth=0.1)
-    bns = [layer for layer in weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    assert bns and all(type(layer) is FusedBatchNorm for layer in bns)
+    def batchnorms(model):
+        return [layer for layer in weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+    fused = batchnorms(efficientnet("efficientnet_v2_s", num_classes=5, width=0.25, depth=0.1, fused_bn=True))
+    assert fused and all(type(layer) is FusedBatchNorm for layer in fused)
+    plain = batchnorms(efficientnet("efficientnet_v2_s", num_classes=5, width=0.25, depth=0.1))
+    assert plain and not any(isinstance(layer, FusedBatchNorm) for layer in plain)
 
 
 @pytest.mark.parametrize("policy, tol", [("float32", 1e-5), ("mixed_bfloat16", 0.1)])
