@@ -195,7 +195,8 @@ class Exporter:
     """Exports one model (with its weights loaded) in the run's serving conventions."""
 
     def __init__(self, model, image_size: int, class_names: Sequence[str] | None = None, top_k: int = 5,
-                 crop_fraction: float | None = None, method: str = "bilinear", num_classes: int | None = None):
+                 crop_fraction: float | None = None, method: str = "bilinear", num_classes: int | None = None,
+                 whole_frame: bool = False):
         import tensorflow as tf
 
         from effnet.data import decode_for_eval
@@ -208,7 +209,7 @@ class Exporter:
         size = self.image_size
 
         def decode(encoded):
-            return decode_for_eval(encoded, size, crop_fraction, method)
+            return decode_for_eval(encoded, size, crop_fraction, method, whole_frame)
 
         self._decode_one = tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
         self._decode = decode
@@ -399,7 +400,7 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
     samples, origin = run_samples(cfg, run.image_size, sample_files, num_samples)
     opts = pipeline_options()
     exporter = Exporter(run.model, run.image_size, class_names, top_k, opts.eval_crop_fraction, opts.resize_method,
-                        num_classes=run.num_classes)
+                        num_classes=run.num_classes, whole_frame=opts.eval_whole_frame)
     out_dir = Path(output) if output else Path(cfg.model_dir) / "export"
     if on_start is not None:
         on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}")

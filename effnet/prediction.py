@@ -41,12 +41,13 @@ class Prediction:
 class Predictor:
     """Decode images with the evaluation preprocessing and return top-k probabilities.
 
-    ``image_size``, ``crop_fraction`` and ``method`` are those of the run's evaluation
-    (``train.eval_image_size``, ``input_pipeline.eval_crop_fraction`` / ``resize_method``).
+    ``image_size``, ``crop_fraction``, ``method`` and ``whole_frame`` are those of the run's evaluation
+    (``train.eval_image_size``, ``input_pipeline.eval_crop_fraction`` / ``resize_method`` / ``eval_whole_frame``).
     """
 
     def __init__(self, model, image_size: int, top_k: int = 5, class_names: Sequence[str] | None = None,
-                 crop_fraction: float | None = None, method: str = "bilinear", jit_compile: bool = False):
+                 crop_fraction: float | None = None, method: str = "bilinear", jit_compile: bool = False,
+                 whole_frame: bool = False):
         import tensorflow as tf
 
         self.model = model
@@ -57,7 +58,7 @@ class Predictor:
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
         def decode(encoded):
-            return decode_for_eval(encoded, self.image_size, crop_fraction, method)
+            return decode_for_eval(encoded, self.image_size, crop_fraction, method, whole_frame)
 
         def probabilities(images):
             return metrics.probabilities(model(images, training=False))
@@ -159,7 +160,8 @@ def predict_run(cfg, paths: Sequence, checkpoint: str = "latest", weights: str =
     names = runfolder.class_names_for(run.num_classes, labels_file, cfg.model_dir, dataset_class_names(cfg))
     opts = pipeline_options()
     predictor = Predictor(run.model, run.image_size, top_k=top_k, class_names=names,
-                          crop_fraction=opts.eval_crop_fraction, method=opts.resize_method)
+                          crop_fraction=opts.eval_crop_fraction, method=opts.resize_method,
+                          whole_frame=opts.eval_whole_frame)
     errors: list[dict] = []
 
     def failed(path, reason):

@@ -23,6 +23,8 @@ class PipelineOptions:
     min_object_covered, aspect_ratio_range, area_range, max_attempts: the random training crop.
     random_flip: horizontal flips in training. resize_method: ``tf.image.resize`` method.
     eval_crop_fraction: centre crop of the short side in evaluation; None = size/(size+32).
+    eval_whole_frame: evaluate (and predict, and serve) the whole image, resized to a square, instead
+        of a centre crop (objects near the edges, non-square photos; the crop fraction is then unused).
     num_parallel_calls, prefetch: -1 = AUTOTUNE.
     cache: keep this process's encoded records in memory after the first pass (small datasets;
         the file order then stays fixed and only the shuffle buffer mixes).
@@ -43,6 +45,7 @@ class PipelineOptions:
     random_flip: bool = True
     resize_method: str = "bilinear"
     eval_crop_fraction: float | None = None
+    eval_whole_frame: bool = False
     num_parallel_calls: int = -1
     prefetch: int = -1
     cache: bool = False
@@ -52,7 +55,7 @@ class PipelineOptions:
     max_image_pixels: int = 8192 * 8192
 
     def __post_init__(self):
-        for name in ("random_flip", "cache", "deterministic"):
+        for name in ("random_flip", "cache", "deterministic", "eval_whole_frame"):
             value = getattr(self, name)
             if not isinstance(value, bool):  # a string "0" would otherwise count as true
                 raise UserError(f"input_pipeline.{name}={value!r} must be True or False (gin booleans are written without quotes)")

@@ -309,7 +309,8 @@ def eval_dataset(
     ds = _attach_recent(ds)
 
     def decode(position, encoded):
-        return preprocess.decode_for_eval(encoded, image_size, opts.eval_crop_fraction, opts.resize_method)
+        return preprocess.decode_for_eval(encoded, image_size, opts.eval_crop_fraction, opts.resize_method,
+                                          opts.eval_whole_frame)
 
     ds = _decode_stage(ds, decode, image_size, opts)
     ds = _report_bad_records(ds, num_classes, opts.on_error, source.label_hint)

@@ -147,13 +147,20 @@ def resize_uint8(image: tf.Tensor, image_size: int, method: str = "bilinear") ->
 
 
 def decode_for_eval(encoded: tf.Tensor, image_size: int, crop_fraction: float | None = None,
-                    method: str = "bilinear") -> tf.Tensor:
+                    method: str = "bilinear", whole_frame: bool = False) -> tf.Tensor:
     """Encoded image bytes -> uint8 ``[image_size, image_size, 3]``: centre crop, bilinear resize.
 
     Graph-compatible (usable in a SavedModel signature via ``tf.map_fn``). ``crop_fraction``
     defaults to ``image_size / (image_size + 32)`` of the short side; 1.0 keeps the whole short side.
+    ``whole_frame`` keeps the whole image (no crop; a non-square image is resized to a square).
     """
-    image = decode_and_crop(encoded, lambda hw: center_crop_window(hw, image_size, crop_fraction))
+    if whole_frame:
+        def window(hw):
+            return tf.stack([0, 0, hw[0], hw[1]])
+    else:
+        def window(hw):
+            return center_crop_window(hw, image_size, crop_fraction)
+    image = decode_and_crop(encoded, window)
     return resize_uint8(image, image_size, method)
 
 

@@ -198,3 +198,30 @@ def test_gin_bindings_reach_the_pipeline(demo_source):
     gin.parse_config("input_pipeline.random_flip = True")
     flipped = next(iter(D.train_dataset(demo_source, image_size=32, batch_size=8, steps=1, epoch=0)))
     assert not all(_digest(im) in lookup for im in flipped["image"].numpy())
+
+
+def test_eval_whole_frame_keeps_the_long_side():
+    """input_pipeline.eval_whole_frame: the whole (non-square) image, resized, instead of a centre crop."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from effnet.data.preprocess import decode_for_eval
+
+    image = np.zeros((20, 60, 3), np.uint8)
+    image[:, :10] = 255  # a white band at the left edge, outside any centre square
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    encoded = tf.constant(buffer.getvalue())
+    cropped = decode_for_eval(encoded, 12, 1.0).numpy()
+    whole = decode_for_eval(encoded, 12, 1.0, whole_frame=True).numpy()
+    assert cropped.max() == 0  # the centre square of the short side never sees the band
+    assert whole[:, 0].min() == 255 and whole[:, -1].max() == 0  # the band is kept, squeezed to the left
+    assert pipeline_options(eval_whole_frame=True).eval_whole_frame is True
+    import pytest
+
+    from effnet.errors import UserError
+
+    with pytest.raises(UserError, match="input_pipeline.eval_whole_frame='yes' must be True or False"):
+        pipeline_options(eval_whole_frame="yes")
