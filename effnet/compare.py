@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from effnet.errors import UserError
+from effnet.files import read_json_dict
 from effnet.gintext import parse_bindings, short_labels
 from effnet.runfolder import OPERATIVE_CONFIG, REPORT
 
@@ -116,11 +117,8 @@ def _read_log(path: Path) -> tuple[list[dict], list[float], float | None]:
 
 def report_complete(folder: str | Path) -> bool:
     """A run is finished when its report.json parses and counts every planned step."""
-    try:
-        report = json.loads((Path(folder) / REPORT).read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(report, dict) or not isinstance(report.get("final"), dict):
+    report = read_json_dict(Path(folder) / REPORT)
+    if report is None or not isinstance(report.get("final"), dict):
         return False
     step = report["final"].get("global_step")
     if not isinstance(step, int) or isinstance(step, bool):

@@ -125,8 +125,17 @@ def _json_default(value):
     return str(value)
 
 
+def read_json_dict(path) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_json_atomic(path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
-__all__ = ["atomic_path", "check_writable", "file_digest", "is_writable", "undone_on_failure", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "check_writable", "file_digest", "is_writable", "read_json_dict", "undone_on_failure", "write_json_atomic", "write_text_atomic"]

@@ -23,7 +23,6 @@ import datetime as _dt
 import hashlib
 import io
 import itertools
-import json
 import os
 import re
 import shlex
@@ -43,7 +42,7 @@ from effnet import config
 from effnet.checkpoint import ensure_writable
 from effnet.compare import RUN_DIR_KEYS, SEED_KEY, SUMMARY, pid_alive, report_complete
 from effnet.errors import UserError
-from effnet.files import write_json_atomic
+from effnet.files import read_json_dict, write_json_atomic
 from effnet.gintext import canonical, parse_value, short_labels
 from effnet.registry import get_registry
 
@@ -315,11 +314,8 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 def read_summary(root: Path) -> dict | None:
     """The previous sweep.json of ``root``, or None (a damaged file is treated as absent)."""
-    try:
-        data = json.loads((Path(root) / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+    data = read_json_dict(Path(root) / SUMMARY)
+    if data is None or not isinstance(data.get("runs"), list):
         return None
     return data
 
