@@ -13,9 +13,9 @@ other knob is a binding of the one gin configurable ``efficientnet`` shared by a
 ``efficientnet.drop_path_rate`` stochastic depth rate of the last block (0.2); block b of n gets rate*b/n
 ``efficientnet.bn_momentum``   BatchNormalization momentum (0.99)
 ``efficientnet.bn_epsilon``    BatchNormalization epsilon (1e-3)
-``efficientnet.fused_bn``      False (default): plain keras.layers.BatchNormalization; True: BatchNorm through TF's
-                               fused kernel (:class:`.layers.FusedBatchNorm`, ~2x faster per layer on CPUs, same
-                               weights), experimental: it trained worse in an end-to-end run (docs/performance.md)
+``efficientnet.fused_bn``      True (default): BatchNorm through TF's fused kernel (:class:`.layers.FusedBatchNorm`,
+                               ~2x faster per layer on CPUs, same weights and training); False: plain
+                               keras.layers.BatchNormalization
 ``efficientnet.fold_bn``       True (default): in inference each block folds its BatchNorms into the convolution
                                before them (conv + bias, which fuses with the activation); False: conv then BN
 ``efficientnet.activation``    any Keras activation name ('swish' = SiLU)

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from effnet.plugins.models.layers import FusedBatchNorm, check_rate
+from effnet.plugins.models.layers import FusedBatchNorm, activation as resolve_activation, check_rate
 
 __all__ = ["Block", "FusedMBConv", "MBConv", "CONV_INIT"]
 
@@ -61,12 +61,12 @@ class Block(keras.layers.Layer):
         self.seed = seed
         self.has_skip = self.stride == 1 and self.in_channels == self.out_channels
         self.seed_generator = keras.random.SeedGenerator(seed) if self.has_skip else None
-        self._act = keras.activations.get(activation)
+        self._act = resolve_activation(activation)
         self.hidden = self.in_channels * self.expand
         self.se_reduce = self.se_expand = None
         self.squeezed = max(1, int(self.in_channels * self.se_ratio)) if self.se_ratio else 0
         if self.se_ratio:
-            self.se_reduce = self._conv(self.squeezed, 1, 1, "se_reduce", use_bias=True, activation=activation)
+            self.se_reduce = self._conv(self.squeezed, 1, 1, "se_reduce", use_bias=True, activation=self._act)
             self.se_expand = self._conv(self.hidden, 1, 1, "se_expand", use_bias=True, activation="sigmoid")
 
     # -- sublayer factories (names as keras.applications' flat layers) -------------------------------

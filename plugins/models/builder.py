@@ -23,7 +23,7 @@ from keras import layers
 from effnet.errors import UserError
 from effnet.validate import MAX_IMAGE_SIZE, check_number
 from effnet.plugins.models.blocks import CONV_INIT, Block, FusedMBConv, MBConv
-from effnet.plugins.models.layers import FusedBatchNorm, HeadDropout, Normalize
+from effnet.plugins.models.layers import FusedBatchNorm, HeadDropout, Normalize, activation as resolve_activation
 from effnet.plugins.models.specs import ModelKnobs, VariantSpec, resolve_normalization
 
 __all__ = ["HEAD_LAYERS", "MIN_INPUT_SIZE", "apply_freeze", "build", "layer_stage", "weighted_layers"]
@@ -62,7 +62,7 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
     check_number("efficientnet.input_size", input_size, MIN_INPUT_SIZE, MAX_IMAGE_SIZE, integer=True, optional=True,
                  hint=f"the minimum is {MIN_INPUT_SIZE} px (five stride-2 stages), the maximum {MAX_IMAGE_SIZE}")
     try:
-        keras.activations.get(activation)
+        act = resolve_activation(activation)
     except ValueError:
         raise UserError(f"efficientnet.activation={activation!r} is not a Keras activation (e.g. 'swish', 'relu', 'gelu')") from None
 
@@ -74,7 +74,7 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
     def conv_bn_act(x, filters, kernel, stride, prefix):
         x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=f"{prefix}conv")(x)
         x = batch_norm(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}bn")(x)
-        return layers.Activation(activation, name=f"{prefix}activation")(x)
+        return layers.Activation(act, name=f"{prefix}activation")(x)
 
     inputs = keras.Input((input_size, input_size, 3), name="images")
     x = Normalize(mean, std, name="normalize")(inputs)

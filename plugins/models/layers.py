@@ -5,6 +5,8 @@
 * :class:`HeadDropout` - dropout before the classifier whose rate a progressive stage can change.
 * :class:`FusedBatchNorm` - Keras' BatchNormalization computed by TensorFlow's fused batch-norm
   kernel (same weights, config and moving-statistics update; see its docstring).
+* :func:`swish` - ``x * sigmoid(x)`` whose gradient reuses the forward pass's sigmoid;
+  :func:`activation` resolves the ``efficientnet.activation`` knob to it for 'swish'/'silu'.
 
 HeadDropout (like the blocks' stochastic depth) implements the engine's stage protocol:
 ``apply_stage(params)`` reads the key it knows (``dropout``) and ignores the rest;
@@ -22,7 +24,35 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["FusedBatchNorm", "HeadDropout", "Normalize", "check_rate"]
+__all__ = ["FusedBatchNorm", "HeadDropout", "Normalize", "activation", "check_rate", "swish"]
+
+
+@tf.custom_gradient
+def _swish(x):
+    s = tf.sigmoid(x)
+
+    def grad(dy):
+        return dy * (s * (1.0 + x * (1.0 - s)))
+
+    return x * s, grad
+
+
+@keras.saving.register_keras_serializable(package="effnet", name="swish")
+def swish(x):
+    """SiLU/swish, ``x * sigmoid(x)``, the same values as ``tf.nn.silu`` with a cheaper gradient.
+
+    ``tf.nn.silu`` (Keras' 'swish') takes a ``beta`` and, to save memory, recomputes the sigmoid in
+    the backward pass, which costs one more full-size sigmoid and multiply per activation and
+    blocks nothing else. This one keeps the forward sigmoid for the gradient
+    ``dy * s * (1 + x * (1 - s))``: measured +13% training img/s on EfficientNetV2-S (bf16, CPU;
+    docs/performance.md) at the price of one more activation-sized tensor held until backprop.
+    """
+    return _swish(tf.convert_to_tensor(x))
+
+
+def activation(name):
+    """The function for an ``efficientnet.activation`` value: :func:`swish` for 'swish'/'silu', else Keras'."""
+    return swish if name in ("swish", "silu") else keras.activations.get(name)
 
 
 def check_rate(name: str, rate: float) -> float:

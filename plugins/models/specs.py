@@ -65,7 +65,7 @@ class ModelKnobs:
     drop_path_rate: float | None = None
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
-    fused_bn: bool = False  # off until its training matches Keras' BatchNormalization (docs/performance.md)
+    fused_bn: bool = True  # BatchNorm through TF's fused kernel (layers.FusedBatchNorm); False: Keras' own
     fold_bn: bool = True
     activation: str = "swish"
     se_ratio: float | None = None

@@ -95,7 +95,7 @@ def test_same_weights_and_config_and_serialisable():
     assert type(clone) is FusedBatchNorm
 
 
-def test_fused_bn_opts_every_batchnorm_in_and_is_off_by_default():
+def test_fused_bn_is_the_default_and_false_opts_every_batchnorm_out():
     import keras
 
     from effnet.plugins.models import efficientnet
@@ -105,9 +105,9 @@ def test_fused_bn_opts_every_batchnorm_in_and_is_off_by_default():
     def batchnorms(model):
         return [layer for layer in weighted_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
-    fused = batchnorms(efficientnet("efficientnet_v2_s", num_classes=5, width=0.25, depth=0.1, fused_bn=True))
+    fused = batchnorms(efficientnet("efficientnet_v2_s", num_classes=5, width=0.25, depth=0.1))
     assert fused and all(type(layer) is FusedBatchNorm for layer in fused)
-    plain = batchnorms(efficientnet("efficientnet_v2_s", num_classes=5, width=0.25, depth=0.1))
+    plain = batchnorms(efficientnet("efficientnet_v2_s", num_classes=5, width=0.25, depth=0.1, fused_bn=False))
     assert plain and not any(isinstance(layer, FusedBatchNorm) for layer in plain)
 
 
@@ -133,3 +133,47 @@ def test_inference_with_batchnorm_folded_equals_conv_then_batchnorm(policy, tol)
     np.testing.assert_allclose(folded(x, training=True), plain(x, training=True), rtol=train_tol, atol=train_tol)
     for a, b in zip(folded.non_trainable_weights, plain.non_trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=train_tol, atol=train_tol)
+
+
+def test_a_whole_model_trains_along_the_same_path_as_with_keras_batchnorm():
+    """Twelve optimizer steps of a whole model from the same weights on the same batches: losses,
+    weights and moving statistics stay together (a stable learning rate, so rounding differences
+    between the two kernels are not amplified the way a chaotic recipe amplifies any change)."""
+    import keras
+    import tensorflow as tf
+
+    from effnet.plugins.models import efficientnet
+
+    keras.mixed_precision.set_global_policy("float32")
+    kwargs = dict(num_classes=4, width=0.25, depth=0.25, dropout_rate=0.0, drop_path_rate=0.0, bn_momentum=0.9)
+    ref = efficientnet("efficientnet_v2_b0", fused_bn=False, **kwargs)
+    fused = efficientnet("efficientnet_v2_b0", fused_bn=True, **kwargs)
+    fused.set_weights(ref.get_weights())
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (48, 32, 32, 3)).astype("float32")
+    labels = np.arange(48) % 4
+    images[labels == 1] *= 0.5  # learnable classes, so the loss really moves
+    images[labels == 2, :16] = 0.0
+
+    def stepper(model):
+        optimizer = keras.optimizers.RMSprop(2e-4, rho=0.9, momentum=0.9, epsilon=1e-3)
+
+        @tf.function
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x, training=True), from_logits=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        return step
+
+    step_ref, step_fused = stepper(ref), stepper(fused)
+    losses = []
+    for _ in range(12):
+        idx = rng.choice(48, 12, replace=False)
+        losses.append((float(step_ref(images[idx], labels[idx])), float(step_fused(images[idx], labels[idx]))))
+    assert losses[-1][0] < 0.7 * losses[0][0]  # it learned
+    np.testing.assert_allclose([b for _, b in losses], [a for a, _ in losses], rtol=2e-3)
+    for a, b in zip(fused.weights, ref.weights):
+        scale = max(1.0, float(np.max(np.abs(b.numpy()))))
+        np.testing.assert_allclose(a.numpy() / scale, b.numpy() / scale, atol=2e-3, err_msg=a.path)
