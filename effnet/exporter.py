@@ -20,8 +20,9 @@ Every artifact is written under a temporary name, re-loaded (``tf.saved_model.lo
 sample images: the largest absolute difference of a class probability and the top-1 agreement.
 Only an artifact within the bounds (gin ``export.max_prob_diff`` / ``export.min_top1_agreement``,
 per format) is renamed into place, so a failed export leaves nothing that looks valid; an export is
-complete when ``export_report.json`` (written last; an older one is removed first) is there, and
-the work folders of a killed export are removed by the next one. A parity
+complete when ``export_report.json`` is there: it is written last, and an older one is removed
+before the first artifact is replaced, so a folder whose export was cut short (a crash, a full disk)
+has no report; the work folders of a killed export are removed by the next one. A parity
 failure is a :class:`~effnet.errors.UserError` (exit code 2, one line naming the format, the measured
 values and the bounds): the bounds are the user's tolerance, and raising them or choosing another
 format is the fix. A converter crash stays an internal error (exit code 1).
@@ -398,6 +399,9 @@ class Exporter:
                         f"export.max_prob_diff / export.min_top1_agreement) or export another --format"
                     )
                 point("export.before_rename")
+                # export_report.json marks a finished export: once an artifact changes, an older
+                # report no longer describes the folder (export_run writes the new one last)
+                (output_dir / REPORT_NAME).unlink(missing_ok=True)
                 _place(tmp, final)
         return results
 
@@ -444,9 +448,6 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
     if on_start is not None:
         on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}")
     try:
-        # export_report.json, written last, marks a complete export: an older one goes first, so a
-        # folder whose export was cut short (a crash, a full disk) has artifacts but no report.
-        (out_dir / REPORT_NAME).unlink(missing_ok=True)
         results = exporter.export(out_dir, names, samples, bounds, on_result=on_result)
         point("export.before_report")
         report = _export_report(cfg, run, class_names, samples, origin, out_dir, results)
