@@ -31,7 +31,7 @@ horovod: $(STAMP)
 test: $(STAMP) horovod
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The full kill-anywhere set (20 SIGKILL points, ~20 min on 2 cores) and the hostile-input catalogue.
+# The full kill-anywhere set (30 training + 4 export points, ~40 min on 2 busy cores) and the hostile-input catalogue.
 reliability: $(STAMP)
 	EFFNET_RELIABILITY_FULL=1 $(PY) -m pytest tests/reliability -s $(PYTEST_ARGS)
 

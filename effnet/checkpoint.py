@@ -10,9 +10,11 @@ newest valid one.
 
 Integrity: before the rename, ``manifest.json`` records the size and SHA-256 of every file in the
 folder. :func:`verify_checkpoint` checks a folder against it (a missing file, a truncated or
-overwritten one, a missing manifest); :func:`list_checkpoints` and :func:`latest_checkpoint` skip
+overwritten one, a garbled manifest); :func:`list_checkpoints` and :func:`latest_checkpoint` skip
 damaged checkpoints with one warning each naming the bad file, so resuming and ``latest`` fall back
-to the newest valid checkpoint.
+to the newest valid checkpoint. A folder without a manifest was written by an effnet from before
+manifests: it is used when TensorFlow reads its index and every tensor of its data shards, with one
+warning that its sizes and checksums cannot be verified (:func:`note_legacy`).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def _problem(folder: Path, full: bool) -> str | None:
         if not isinstance(files, dict) or not files:
             raise ValueError("no files listed")
     except FileNotFoundError:
-        return f"{manifest_path} is missing (an incomplete checkpoint, or one written without a manifest)"
+        return _legacy_problem(folder, full)
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         return f"{manifest_path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})"
     for name in (TF_PREFIX + ".index", META):
@@ -160,13 +162,76 @@ def _problem(folder: Path, full: bool) -> str | None:
     return None
 
 
+def _legacy_problem(folder: Path, full: bool) -> str | None:
+    """A checkpoint without a manifest (written before effnet had them): whole enough to use when its
+    ``meta.json`` parses, TensorFlow reads its index and every data shard exists; with ``full``, every
+    tensor is read too (TensorFlow checks each one's CRC32C), so truncation and damage are found."""
+    import tensorflow as tf
+
+    meta = folder / META
+    try:
+        if not isinstance(json.loads(meta.read_text()), dict):
+            return f"{meta} is not a JSON object"
+    except FileNotFoundError:
+        return f"{meta} is missing"
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return f"{meta} is damaged ({type(exc).__name__})"
+    index = folder / (TF_PREFIX + ".index")
+    if not index.is_file():
+        return f"{index} is missing"
+    shards = sorted(folder.glob(TF_PREFIX + ".data-*-of-*"))
+    if not shards:
+        return f"{folder / (TF_PREFIX + '.data-00000-of-00001')} is missing"
+    count = shards[0].name.rsplit("-of-", 1)[-1]
+    for i in range(int(count) if count.isdigit() else 1):
+        shard = folder / f"{TF_PREFIX}.data-{i:05d}-of-{count}"
+        if not shard.is_file():
+            return f"{shard} is missing"
+    try:
+        reader = tf.train.load_checkpoint(str(folder / TF_PREFIX))
+        names = list(reader.get_variable_to_shape_map())
+    except (tf.errors.OpError, ValueError) as exc:
+        return f"{index} cannot be read ({_first_line(exc)})"
+    if full:
+        for name in names:
+            try:
+                reader.get_tensor(name)
+            except (tf.errors.OpError, ValueError, IndexError) as exc:
+                where = shards[0] if len(shards) == 1 else f"{folder / TF_PREFIX}.data-*"
+                return f"{where} cannot be read: truncated or damaged ({_first_line(exc)})"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return " ".join(text.strip().split("\n")[0].split())[:200] or type(exc).__name__
+
+
+def is_legacy(folder: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder has no manifest (written by an effnet from before manifests)."""
+    return not (Path(folder) / MANIFEST).exists()
+
+
+def note_legacy(folder: str | os.PathLike, warn: Callable[[str], None] | None = None) -> None:
+    """One warning (per folder and process) that checkpoint ``folder`` cannot be verified."""
+    folder = Path(folder)
+    warn = warn or warn_stderr
+    key = (str(folder), "legacy")
+    if is_legacy(folder) and key not in _WARNED:
+        _WARNED.add(key)
+        warn(f"checkpoint {folder} has no {MANIFEST} (written by an older effnet); sizes and checksums "
+             f"cannot be verified")
+
+
 def verify_checkpoint(info: CheckpointInfo | str | os.PathLike, full: bool = True) -> None:
-    """Raise a one-line UserError naming the damaged file if checkpoint ``info`` is not whole."""
+    """Raise a one-line UserError naming the damaged file if checkpoint ``info`` is not whole
+    (a whole checkpoint without a manifest passes, with one warning)."""
     folder = info.path if isinstance(info, CheckpointInfo) else Path(info)
     problem = checkpoint_problem(folder, full)
     if problem:
         raise UserError(f"checkpoint {folder} is damaged: {problem}; pass another --checkpoint "
                         f"(or delete this one to fall back to the one before)")
+    note_legacy(folder)
 
 
 def warn_stderr(message: str) -> None:
@@ -217,10 +282,13 @@ def list_checkpoints(model_dir: str | os.PathLike, verify: bool = True,
 
 def latest_valid_checkpoint(model_dir: str | os.PathLike,
                             warn: Callable[[str], None] | None = warn_stderr) -> CheckpointInfo | None:
-    """The newest checkpoint that matches its manifest (damaged newer ones are skipped with a warning)."""
+    """The newest checkpoint that matches its manifest (damaged newer ones are skipped with a warning;
+    one without a manifest is used, with a warning that it cannot be verified)."""
     for info in reversed(_scan(model_dir)):
         problem = checkpoint_problem(info.path)
         if problem is None:
+            if warn is not None:
+                note_legacy(info.path, warn)
             return info
         key = (str(info.path), problem)
         if warn is not None and key not in _WARNED:
@@ -302,6 +370,7 @@ class CheckpointManager:
             return None
         final = self.root / f"{PREFIX}{step:09d}"
         tmp = self.root / f".tmp-{PREFIX}{step:09d}-{os.getpid()}"
+        meta_text = json.dumps({**meta, "step": int(step)}, indent=2, sort_keys=True, default=float)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             if tmp.exists():
@@ -311,7 +380,7 @@ class CheckpointManager:
             point("ckpt.after_tf_write")
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text)
-            (tmp / META).write_text(json.dumps({**meta, "step": int(step)}, indent=2, sort_keys=True, default=float))
+            (tmp / META).write_text(meta_text)
             point("ckpt.after_meta")
             write_manifest(tmp)
             _fsync_tree(tmp)
@@ -330,22 +399,41 @@ class CheckpointManager:
             full = next((text for code, text in space.items()
                          if (isinstance(exc, OSError) and exc.errno == code) or text in reason), None)
             if full:
-                need = self._expected_bytes()
+                try:
+                    need = self.needed_bytes({META: meta_text, **(extra_files or {})})
+                except Exception:  # noqa: BLE001 - the estimate must never hide the real error
+                    need = None
                 free = _free_bytes(self.root)
-                needed = f" (a checkpoint needs about {_human(need)}, {_human(free)} free)" if need else ""
-                reason, what = full + needed, "free some space or point --model-dir elsewhere"
+                needs = (f"this checkpoint needs at least {_human(need)}: its variables, {META} and {MANIFEST}; "
+                         if need is not None else "")
+                reason = f"{full} ({needs}{_human(free)} free)"
+                what = "free some space or point --model-dir elsewhere"
             else:
                 what = "check the model dir's permissions and free space"
             raise UserError(f"could not write checkpoint {final}: {reason}; {kept}; {what}") from exc
         self._prune()
         return final
 
-    def _expected_bytes(self) -> int | None:
-        """The size of the last whole checkpoint (what the next one needs, about)."""
-        latest = latest_checkpoint(self.model_dir, warn=None)
-        if latest is None:
-            return None
-        return sum(f.stat().st_size for f in latest.path.rglob("*") if f.is_file())
+    def variable_bytes(self) -> int:
+        """The bytes of every variable this manager's checkpoint saves (each counted once)."""
+        import keras
+        import tensorflow as tf
+
+        seen, total = set(), 0
+        for obj in tf.train.TrackableView(self.checkpoint).descendants():
+            var = obj.value if isinstance(obj, keras.Variable) else obj
+            if isinstance(var, tf.Variable) and id(var) not in seen:
+                seen.add(id(var))
+                total += int(var.shape.num_elements() or 0) * var.dtype.size
+        return total
+
+    def needed_bytes(self, texts: dict[str, str]) -> int:
+        """A lower bound of a checkpoint's size: its variables, the small files ``texts`` (name ->
+        content) and the manifest listing them (TensorFlow's index adds a little more)."""
+        names = [TF_PREFIX + ".index", TF_PREFIX + ".data-00000-of-00001", *texts]
+        manifest = json.dumps({"version": 1, "files": {n: {"size": 10 ** 9, "sha256": "0" * 64} for n in names}},
+                              indent=2, sort_keys=True)
+        return self.variable_bytes() + sum(len(t.encode()) for t in texts.values()) + len(manifest)
 
     def _prune(self) -> None:
         # Damaged folders count for "the last K" (they are deleted in time), but the newest valid
@@ -392,15 +480,18 @@ def _free_bytes(path: Path) -> int | None:
 
 
 def _human(n: int | None) -> str:
+    """``1.5 MiB (1572864 bytes)``: readable, and exact for scripts and tests."""
     if n is None:
-        return "unknown"
+        return "an unknown amount"
+    size = float(n)
     for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+        if size < 1024 or unit == "GiB":
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit} ({n} bytes)"
+        size /= 1024
+    return f"{n} bytes"
 
 
 __all__ = ["EMA", "MANIFEST", "MODEL_VARIABLES", "CheckpointInfo", "CheckpointManager", "checkpoint_dir",
-           "checkpoint_objects", "checkpoint_problem", "ensure_writable", "has_ema", "latest_checkpoint",
-           "latest_valid_checkpoint", "list_checkpoints", "variable_key", "verify_checkpoint", "write_manifest"]
+           "checkpoint_objects", "checkpoint_problem", "ensure_writable", "has_ema", "is_legacy", "latest_checkpoint",
+           "latest_valid_checkpoint", "list_checkpoints", "note_legacy", "variable_key", "verify_checkpoint",
+           "write_manifest"]

@@ -19,7 +19,10 @@ Every artifact is written under a temporary name, re-loaded (``tf.saved_model.lo
 ``keras.saving.load_model``, the TFLite interpreter) and compared with the in-memory model on
 sample images: the largest absolute difference of a class probability and the top-1 agreement.
 Only an artifact within the bounds (gin ``export.max_prob_diff`` / ``export.min_top1_agreement``,
-per format) is renamed into place, so a failed export leaves nothing that looks valid. A parity
+per format) is renamed into place, so a failed export leaves nothing that looks valid; an export is
+complete when ``export_report.json`` is there: it is written last, and an older one is removed
+before the first artifact is replaced, so a folder whose export was cut short (a crash, a full disk)
+has no report; the work folders of a killed export are removed by the next one. A parity
 failure is a :class:`~effnet.errors.UserError` (exit code 2, one line naming the format, the measured
 values and the bounds): the bounds are the user's tolerance, and raising them or choosing another
 format is the fix. A converter crash stays an internal error (exit code 1).
@@ -43,9 +46,13 @@ from pathlib import Path
 
 from effnet import metrics, runfolder
 from effnet.errors import UserError, did_you_mean
+from effnet.faults import point
 from effnet.files import write_json_atomic
 from effnet.native import captured_stderr
 from effnet.settings import DEFAULT_MAX_PROB_DIFF, DEFAULT_MIN_TOP1_AGREEMENT, FILENAMES, FORMATS, export_bounds
+
+REPORT_NAME = "export_report.json"
+
 
 def parse_formats(names: Sequence[str]) -> list[str]:
     """``--format`` values (repeatable, comma-separated, ``all``) -> format names in canonical order."""
@@ -154,6 +161,34 @@ def _place(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_leftovers(output_dir: Path) -> list[Path]:
+    """Delete what killed exports left in ``output_dir``: their ``.tmp-export-<pid>-*`` work folders and
+    ``.old-<name>-<pid>`` artifacts set aside for a replacement, when that process is gone."""
+    removed = []
+    for path in Path(output_dir).glob(".*"):
+        parts = path.name.split("-")
+        if path.name.startswith(".tmp-export-") and len(parts) > 3 and parts[2].isdigit():
+            pid = int(parts[2])
+        elif path.name.startswith(".old-") and parts[-1].isdigit():
+            pid = int(parts[-1])
+        else:
+            continue
+        if not _alive(pid):
+            _remove(path)
+            removed.append(path)
+    return removed
 
 
 def _remove(path: Path) -> None:
@@ -315,7 +350,8 @@ class Exporter:
         floats = decoded.astype(np.float32)
         ref = self.reference(floats)
         results: list[Parity] = []
-        with tempfile.TemporaryDirectory(dir=output_dir, prefix=".tmp-export-") as work:
+        remove_leftovers(output_dir)
+        with tempfile.TemporaryDirectory(dir=output_dir, prefix=f".tmp-export-{os.getpid()}-") as work:
             work = Path(work)
             for fmt in formats:
                 started = time.perf_counter()
@@ -323,6 +359,7 @@ class Exporter:
                 tmp = work / FILENAMES[fmt]
                 if fmt == "saved_model":
                     self.write_saved_model(tmp)
+                    point("export.after_write")  # kill-anywhere tests: written, not yet checked
                     loaded = tf.saved_model.load(str(tmp))
                     by_bytes = loaded.signatures["serving_default"](images=tf.constant(list(samples)))
                     by_images = loaded.signatures["serving_images"](images=tf.constant(floats))
@@ -337,6 +374,7 @@ class Exporter:
                     import keras
 
                     self.write_keras(tmp)
+                    point("export.after_write")  # kill-anywhere tests: written, not yet checked
                     loaded = keras.saving.load_model(str(tmp), compile=False)
                     out = metrics.probabilities(loaded(floats, training=False)).numpy()
                     parity = _compare(fmt, final, ref, out, bounds)
@@ -344,6 +382,7 @@ class Exporter:
                 else:
                     content = self.tflite_bytes(fmt, work)
                     tmp.write_bytes(content)
+                    point("export.after_write")  # kill-anywhere tests: written, not yet checked
                     parity = _compare(fmt, final, ref, run_tflite(tmp.read_bytes(), floats), bounds)
                 parity.size_bytes = _size(tmp)
                 parity.seconds = time.perf_counter() - started
@@ -359,6 +398,10 @@ class Exporter:
                         f"{final} was not written; raise the bound (--max-diff / --min-agreement, or gin "
                         f"export.max_prob_diff / export.min_top1_agreement) or export another --format"
                     )
+                point("export.before_rename")
+                # export_report.json marks a finished export: once an artifact changes, an older
+                # report no longer describes the folder (export_run writes the new one last)
+                (output_dir / REPORT_NAME).unlink(missing_ok=True)
                 _place(tmp, final)
         return results
 
@@ -406,10 +449,11 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
         on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}")
     try:
         results = exporter.export(out_dir, names, samples, bounds, on_result=on_result)
+        point("export.before_report")
         report = _export_report(cfg, run, class_names, samples, origin, out_dir, results)
         if class_names:
             runfolder.write_labels(out_dir, class_names)
-        write_json_atomic(out_dir / "export_report.json", report)
+        write_json_atomic(out_dir / REPORT_NAME, report)
     except OSError as exc:  # a full disk, a quota, a folder that became read-only
         raise UserError(f"could not write the export to {out_dir}: {exc.strerror or exc}; formats checked before it "
                         f"were kept; free some space or pass another --output") from None
@@ -430,11 +474,13 @@ __all__ = [
     "FILENAMES",
     "FORMATS",
     "Parity",
+    "REPORT_NAME",
     "dataset_samples",
     "export_bounds",
     "export_run",
     "file_samples",
     "parse_formats",
+    "remove_leftovers",
     "run_samples",
     "run_tflite",
     "synthetic_samples",

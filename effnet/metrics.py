@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from effnet.distribute import Backend
+from effnet.faults import point
 
 #: The latency percentiles every report gives (true percentiles, not trimmed means).
 QUANTILES = (50, 90, 95, 99)
@@ -43,6 +44,14 @@ def latency_summary(ms) -> dict[str, float]:
     return {**{f"p{q}": percentile(ms, q) for q in QUANTILES},
             "mean": float(np.mean(ms)) if ms else float("nan"),
             "min": float(min(ms)) if ms else float("nan"), "max": float(max(ms)) if ms else float("nan")}
+
+
+class EvaluationStopped(Exception):
+    """An evaluation left early because ``stop()`` said so (a SIGTERM/SIGINT during training)."""
+
+    def __init__(self, batches: int):
+        super().__init__(f"evaluation stopped after {batches} batches")
+        self.batches = batches
 
 
 @dataclass
@@ -92,7 +101,9 @@ class Evaluator:
         for n in dict.fromkeys(int(b) for b in batch_sizes if int(b) > 0):
             self._step(tf.zeros([n, *image_shape], dtype), tf.zeros([n], tf.int32)).numpy()
 
-    def __call__(self, dataset, progress=None) -> EvalResult:
+    def __call__(self, dataset, progress=None, stop=None) -> EvalResult:
+        """Evaluate every batch of ``dataset``; ``stop()``, asked after each batch, may end it early
+        (raising :class:`EvaluationStopped`)."""
         sums = np.zeros(4, np.float64)
         batch_seconds = []
         start = time.perf_counter()
@@ -107,6 +118,9 @@ class Evaluator:
             sums += out
             if progress is not None:
                 progress(i + 1, total or i + 1, {"top1": sums[1] / max(sums[3], 1)})
+            point("eval.batch")
+            if stop is not None and stop():
+                raise EvaluationStopped(i + 1)
         seconds = time.perf_counter() - start
         sums = np.asarray(self.backend.reduce_sum(tf.constant(sums)), np.float64)
         count = max(sums[3], 1.0)
@@ -114,4 +128,4 @@ class Evaluator:
                           seconds=seconds, batch_seconds=batch_seconds)
 
 
-__all__ = ["EvalResult", "Evaluator", "QUANTILES", "latency_summary", "percentile", "probabilities", "topk_correct"]
+__all__ = ["EvalResult", "EvaluationStopped", "Evaluator", "QUANTILES", "latency_summary", "percentile", "probabilities", "topk_correct"]

@@ -80,6 +80,7 @@ def select_checkpoint(model_dir, which: str = "latest", prefer_ema: bool = True)
                 f"`effnet train --model-dir {model_dir}`, or pass --checkpoint PATH"
             )
         if which == "latest":
+            ckpt.note_legacy(found[-1].path)
             return found[-1]
         order = ("val_ema_top1", "val_top1") if prefer_ema else ("val_top1", "val_ema_top1")
         metric = _best_metric(found, order)
@@ -89,7 +90,9 @@ def select_checkpoint(model_dir, which: str = "latest", prefer_ema: bool = True)
                 f"{ckpt.META}; the run did not evaluate: use --checkpoint latest"
             )
         scored = [c for c in found if metric in c.meta.get("metrics", {})]
-        return max(scored, key=lambda c: (c.meta["metrics"][metric], c.step))
+        best = max(scored, key=lambda c: (c.meta["metrics"][metric], c.step))
+        ckpt.note_legacy(best.path)
+        return best
     path = Path(which)
     if path.name in (ckpt.TF_PREFIX, ckpt.TF_PREFIX + ".index"):
         path = path.parent

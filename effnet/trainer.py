@@ -34,6 +34,7 @@ from effnet import data, registry, runfolder, stages
 from effnet import precision as precision_mod
 from effnet.distribute import plan_batch, replica_notice
 from effnet.errors import Interrupted, UserError
+from effnet.faults import point
 from effnet.files import write_json_atomic
 from effnet.loggers import make_loggers
 from effnet.models import build_model, check_image_size, count_params
@@ -278,6 +279,7 @@ class Trainer:
                         self.train_epoch(stage, epoch)
                         self.end_epoch(stage, epoch)
                         self._stop_if_asked()
+                    point("stage.end")  # kill-anywhere tests: a stage boundary
                 return self.finish()
             finally:
                 self.log.close()
@@ -288,7 +290,8 @@ class Trainer:
     # -- stopping on request -----------------------------------------------------------------------
     def _catch_stop_signals(self) -> dict:
         """SIGTERM (what schedulers send before killing) and SIGINT ask for a stop at the next step
-        boundary, after a checkpoint; a second SIGINT stops at once. Main thread only."""
+        boundary (or the next evaluation batch), after a checkpoint; a second SIGINT stops at once.
+        Main thread only."""
         self.stop_signal = None
         if threading.current_thread() is not threading.main_thread():
             return {}
@@ -298,12 +301,19 @@ class Trainer:
                 raise KeyboardInterrupt
             self.stop_signal = signum
             print(f"effnet: {signal.Signals(signum).name} received; saving a checkpoint at the next step boundary "
-                  f"(Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+                  f"or evaluation batch (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
 
         return {signum: signal.signal(signum, ask) for signum in (signal.SIGTERM, signal.SIGINT)}
 
-    def _stop_if_asked(self) -> None:
-        """After a step or an epoch: if a stop was asked, checkpoint here (unless just done) and stop."""
+    def _stop_asked(self) -> bool:
+        return getattr(self, "stop_signal", None) is not None
+
+    def _stop_if_asked(self, during: str | None = None) -> None:
+        """After a step or an epoch: if a stop was asked, checkpoint here (unless just done) and stop.
+
+        ``during`` names an evaluation that was left early: the checkpoint then holds the position at
+        the end of the epoch's training, so the resumed run redoes that evaluation.
+        """
         signum = getattr(self, "stop_signal", None)
         if signum is None:
             return
@@ -315,6 +325,8 @@ class Trainer:
         latest = ckpt_mod.latest_checkpoint(self.model_dir, warn=None)
         where = (f"epoch {self.position.epoch + 1}, step {self.position.step_in_epoch} of the epoch "
                  f"(global step {gstep})")
+        if during:
+            where = f"{where}, {during}; the resumed run redoes that evaluation"
         saved = (f"checkpoint {latest.path} holds it" if latest is not None and latest.step == gstep
                  else self._last_checkpoint_words())
         raise Interrupted(f"stopped by {signal.Signals(signum).name} at {where}; {saved}; run the same command "
@@ -323,6 +335,7 @@ class Trainer:
     def start_stage(self, stage) -> None:
         """Apply a stage's values: model regularisation, augmenter strengths, batch, image size."""
         cfg = self.cfg
+        point("stage.start")  # kill-anywhere tests: a stage boundary (every stage, the first too)
         self.position.stage = stage.index
         batch = int(stage.params.get("batch_size", cfg.batch_size))
         if batch % cfg.grad_accum_steps:
@@ -348,6 +361,8 @@ class Trainer:
         steps = self.stage_steps[stage.index]
         self.position.epoch = epoch
         start = self.position.step_in_epoch
+        if start >= steps:  # stopped during the evaluation after this epoch: only that is left to do
+            return
         ds = data.train_dataset(  # this process's batches: a micro-batch for each of its replicas
             self.source, image_size=self.image_size, batch_size=self.micro_batch * self.backend.local_replicas,
             steps=steps * cfg.grad_accum_steps, epoch=epoch, start_step=start * cfg.grad_accum_steps, augmenters=self.augmenters,
@@ -404,7 +419,14 @@ class Trainer:
         self.position.epoch, self.position.step_in_epoch = epoch + 1, 0
         last_epoch = epoch + 1 == cfg.epochs
         if cfg.mode == "train_and_eval" and ((epoch + 1) % cfg.eval_every_epochs == 0 or last_epoch):
-            self.last_eval = self.evaluate(epoch + 1)
+            from effnet.metrics import EvaluationStopped
+
+            try:
+                self.last_eval = self.evaluate(epoch + 1)
+            except EvaluationStopped as stopped:  # SIGTERM/SIGINT: save where the training ended, redo the eval
+                self.position.epoch, self.position.step_in_epoch = epoch, self.stage_steps[stage.index]
+                self._stop_if_asked(during=f"during its evaluation (after {stopped.batches} batches of a pass)")
+                raise
             self.history.append({"step": int(self.global_step.numpy()), "epoch": epoch + 1, "eval": self.last_eval})
         periodic = cfg.checkpoint_every_epochs and (epoch + 1) % cfg.checkpoint_every_epochs == 0
         if last_epoch or (periodic and int(self.step.consecutive_nonfinite.numpy()) == 0):
@@ -419,11 +441,12 @@ class Trainer:
                                      shard=self.backend.shard_info())
 
         with data.translated():
-            result = self.evaluator(dataset(), progress=lambda d, t, m: self.log.progress(d, t, m, desc="eval"))
+            result = self.evaluator(dataset(), progress=lambda d, t, m: self.log.progress(d, t, m, desc="eval"),
+                                    stop=self._stop_asked)
             metrics = _val_metrics(result, "val_")
             if self.ema is not None:
-                with self.ema.swapped():
-                    metrics.update(_val_metrics(self.evaluator(dataset()), "val_ema_"))
+                with self.ema.swapped():  # a stop inside restores the raw weights on the way out
+                    metrics.update(_val_metrics(self.evaluator(dataset(), stop=self._stop_asked), "val_ema_"))
         self.log.log_metrics((epoch,), {**metrics, "global_step": int(self.global_step.numpy())}, kind="eval")
         return metrics
 

@@ -1,6 +1,7 @@
 """`effnet train` end to end on tiny real runs: artifacts, modes, fine-tuning and every bad input."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -226,6 +227,12 @@ def test_full_model_dir(tmp_path):
     assert last.startswith(f"error: could not write checkpoint {tmp_path}/mnt/run/checkpoints/ckpt-000000015: ")
     assert last.endswith("; no earlier checkpoint exists; free some space or point --model-dir elsewhere")
     assert "Traceback" not in result.stderr
+    # the first save has no earlier checkpoint to measure: the need comes from the variables' sizes
+    match = re.search(r": No space left on device \(this checkpoint needs at least [\d.]+ MiB \((\d+) bytes\): its "
+                      r"variables, meta.json and manifest.json; (?:[\d.]+ KiB \()?(\d+) bytes\)? free\); ", last)
+    assert match, last
+    need, free = int(match[1]), int(match[2])
+    assert need > 400 * 1024 > free  # more than the whole filesystem; less than it is free
 
 
 def _write_tfrecords(folder, labels_by_split, size=32):

@@ -334,7 +334,7 @@ def test_flipped_byte_in_index_is_found(run_copy, capsys):
     assert f"{index} does not match its SHA-256" in line
 
 
-@pytest.mark.parametrize("victim", ["meta.json", "manifest.json", "ckpt.index"])
+@pytest.mark.parametrize("victim", ["meta.json", "ckpt.index"])
 def test_missing_file_in_latest_checkpoint_falls_back(run_copy, capsys, victim):
     last = hostile.checkpoints(run_copy)[-1]
     (last / victim).unlink()
@@ -351,6 +351,57 @@ def test_garbage_manifest_falls_back(run_copy, capsys):
     result = run_inprocess(capsys, "eval", "--model-dir", str(run_copy))
     assert result.code == 0, result.err
     assert f"{last / 'manifest.json'} is damaged" in result.err
+
+
+def _strip_manifests(run):
+    """A run folder as an effnet from before manifests left it (real checkpoints, no manifest.json)."""
+    for folder in hostile.checkpoints(run):
+        (folder / "manifest.json").unlink()
+    return hostile.checkpoints(run)[-1]
+
+
+def _legacy_warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "has no manifest.json" in line]
+
+
+def test_run_without_manifests_evaluates_with_one_warning(run_copy, capsys):
+    last = _strip_manifests(run_copy)
+    result = run_inprocess(capsys, "eval", "--model-dir", str(run_copy), "--json")
+    assert result.code == 0, result.err
+    assert _legacy_warnings(result.err) == [f"warning: checkpoint {last} has no manifest.json (written by an older "
+                                            f"effnet); sizes and checksums cannot be verified"]
+    assert json.loads(result.out)["checkpoint_step"] == int(last.name.split("-")[1])
+    assert "damaged" not in result.err
+
+
+def test_damaged_checkpoint_without_manifest_falls_back_or_is_named(run_copy, capsys):
+    last = _strip_manifests(run_copy)
+    data = next(last.glob("ckpt.data-*"))
+    hostile.truncate(data)
+    result = run_inprocess(capsys, "eval", "--model-dir", str(run_copy), "--json")
+    assert result.code == 0, result.err
+    skipped = [line for line in result.err.splitlines() if "damaged checkpoint" in line]
+    assert len(skipped) == 1 and f"{data} cannot be read: truncated or damaged" in skipped[0], result.err
+    assert json.loads(result.out)["checkpoint_step"] < int(last.name.split("-")[1])
+    assert len(_legacy_warnings(result.err)) == 1  # the older checkpoint it fell back to
+    line = error_line(run_inprocess(capsys, "predict", "--model-dir", str(run_copy), "--checkpoint", str(last),
+                                    str(write(run_copy.parent / "x.jpg", hostile.jpeg()))))
+    assert f"checkpoint {last} is damaged: {data} cannot be read: truncated or damaged" in line
+
+
+@pytest.mark.slow
+def test_resume_from_checkpoints_without_manifests(tiny_gin, run_copy, capsys):
+    last = _strip_manifests(run_copy)
+    result = run_inprocess(capsys, "train", "--gin", str(tiny_gin), "--model-dir", str(run_copy),
+                           "--gin-param", "train.epochs = 3")
+    assert result.code == 0, result.err
+    assert len(_legacy_warnings(result.err)) == 1 and str(last) in result.err
+    resumed = [line for line in (run_copy / "log.json").read_text().splitlines() if "resumed_from" in line]
+    assert f'"resumed_from": "{last}"' in resumed[-1]
+    from effnet import checkpoint
+
+    final = checkpoint.latest_valid_checkpoint(run_copy, warn=None)
+    assert final.step == 3 * 6 and (final.path / "manifest.json").is_file()
 
 
 def test_every_checkpoint_damaged_is_one_line(run_copy, capsys):
