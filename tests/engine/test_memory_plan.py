@@ -49,12 +49,13 @@ def test_each_stage_gets_the_largest_divisor_that_fits(tmp_path, progressive, no
     assert [s.auto_batch for s in stages] == [True, True]
     lines = []
     plans = memory.plan(stages, model_dir=tmp_path, spec=SPEC, budget_gb=1100 / 1024, log=lines.append)
-    # 32 px: 134 images fit, the whole 96; 64 px: 29 fit -> 24 (96 = 4 x 24), global batch unchanged
+    # slopes x1.1 (memory.SLOPE_MARGIN): 32 px: 121 images fit, the whole 96; 64 px: 26 fit -> 24 (96 = 4 x 24),
+    # the global batch unchanged
     assert [(p.image_size, p.micro_batch, p.grad_accum_steps, p.batch_size) for p in plans] == [
         (32, 96, 1, 96), (64, 24, 4, 96)]
-    assert plans[1].predicted_bytes == (984 + 4 * 24) * MIB
+    assert plans[1].predicted_bytes == pytest.approx((984 + 1.1 * 4 * 24) * MIB, abs=1)
     assert lines[1] == ("effnet: memory plan stage 2: 64 px, micro-batch 24 x 4 accumulation = batch 96; predicted "
-                        "1.05 GiB of a 1.07 GiB budget (train.memory_budget_gb)")
+                        "1.06 GiB of a 1.07 GiB budget (train.memory_budget_gb)")
     # the recipe's own accumulation is a floor: never a larger micro-batch than it asked for
     plans = memory.plan(stages, model_dir=tmp_path, spec=SPEC, budget_gb=1100 / 1024, min_accum=2, log=lines.append)
     assert [(p.micro_batch, p.grad_accum_steps) for p in plans] == [(48, 2), (24, 4)]
@@ -89,7 +90,7 @@ def test_a_budget_below_one_image_names_the_stage_and_the_knob(tmp_path, progres
                          batch_sizes="auto")
     with pytest.raises(UserError) as err:
         memory.plan(stages, model_dir=tmp_path, spec=SPEC, budget_gb=986 / 1024, log=lambda _: None)
-    assert str(err.value) == ("stage 2 (64 px): even a micro-batch of 1 needs about 0.96 GiB, over the memory budget of "
+    assert str(err.value) == ("stage 2 (64 px): even a micro-batch of 1 needs about 0.97 GiB, over the memory budget of "
                               "0.96 GiB (train.memory_budget_gb); raise train.memory_budget_gb, or lower "
                               "train.image_size / progressive.base")
 
@@ -134,6 +135,7 @@ def test_default_budget_is_a_fraction_of_the_available_memory():
 # -- real measurements -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_chosen_micro_batch_fits_when_measured(tmp_path, progressive):
     """Probe two batches, plan under a budget a few images above the fixed cost, then run a real training
     step at the chosen batch in a fresh process: its measured peak stays under the budget."""
@@ -146,13 +148,14 @@ def test_the_chosen_micro_batch_fits_when_measured(tmp_path, progressive):
     [chosen] = memory.plan(stages, model_dir=tmp_path, spec=SPEC, budget_gb=budget / 1024**3, gin_text=TINY,
                            log=lambda _: None)
     assert 1 <= chosen.micro_batch < 256 and chosen.micro_batch * chosen.grad_accum_steps == 256
-    assert chosen.predicted_bytes <= budget < fit.predict(2 * chosen.micro_batch)
+    assert chosen.predicted_bytes <= budget < fit.predict(2 * chosen.micro_batch)  # 2x would not fit
     measured = memory.probe(memory.ProbeSpec(**{**SPEC.__dict__, "image_size": 64, "batch": chosen.micro_batch,
                                                 "accumulation": chosen.grad_accum_steps}), gin_text=TINY)
     assert measured["peak_bytes"] < budget, (measured, budget, chosen)
     assert budget < 16 * 1024**3  # well below the machine's memory
 
 
+@pytest.mark.slow
 def test_training_with_auto_batches(tmp_path, capsys, monkeypatch):
     """`effnet train` with 'auto': probes once, logs one line per stage, trains with the planned accumulation,
     and a restart of the finished run reads the plan instead of probing."""
