@@ -6,7 +6,10 @@ the model's (and the training step's), not the input pipeline's. ``train`` times
 optimizer, EMA); ``infer`` times the model's forward pass in inference mode. The first
 ``warmup`` steps (tracing, compilation, allocator growth) are excluded. Throughput is
 images over the wall time of the timed steps; latency is the wall time of each timed step (each
-step waits for its result), reported as true percentiles.
+step waits for its result), reported as true percentiles. ``memory`` is the peak over the whole
+benchmark: the process's peak RSS on CPU (with the RSS after the build, before the first step), the
+allocator's peak on a GPU (reset after the build); ``python -m benchmarks.memory`` measures each
+size and batch in a fresh process instead.
 
 Everything is a binding of the gin configurable ``benchmark`` (the CLI flags are shorthands).
 Model knobs are the model's own bindings (e.g. ``efficientnet.width``). Values left ``None`` fall
@@ -20,6 +23,7 @@ import platform
 import time
 
 from effnet import precision as precision_mod
+from effnet.memory import current_rss
 from effnet.metrics import QUANTILES, latency_summary
 from effnet.models import build_model, check_image_size, count_params
 from effnet.settings import BENCHMARK_MODES as MODES
@@ -77,6 +81,10 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
         def one_step():
             return forward(images).numpy()
 
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    if gpu:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    baseline = current_rss()
     started = time.perf_counter()
     for i in range(cfg.warmup):
         one_step()
@@ -93,6 +101,13 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
             progress(cfg.warmup + i + 1, cfg.warmup + cfg.steps)
     elapsed = time.perf_counter() - window
     ms = [1000.0 * s for s in seconds]
+    import resource
+
+    memory = {"measure": "process peak RSS (ru_maxrss)", "baseline_bytes": baseline,
+              "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if gpu:
+        memory = {"measure": "TensorFlow allocator peak on GPU:0",
+                  "peak_bytes": int(tf.config.experimental.get_memory_info("GPU:0")["peak"])}
     return {
         "mode": cfg.mode, "model": cfg.model, "precision": cfg.precision, "batch_size": cfg.batch_size,
         "image_size": cfg.image_size, "xla": xla, "steps": cfg.steps, "warmup": cfg.warmup,
@@ -100,24 +115,27 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
         "params": count_params(model),
         "img_per_s": cfg.batch_size * cfg.steps / elapsed if elapsed > 0 else math.nan,
         "seconds": elapsed, "warmup_seconds": warmup_seconds,
-        "latency_ms": latency_summary(ms),
+        "latency_ms": latency_summary(ms), "memory": memory,
         "device": _device(), "tensorflow": tf.__version__, "keras": keras.__version__,
     }
 
 
 def table_lines(results: list[dict]) -> list[str]:
     """Benchmark results as a table, one row per result."""
-    header = ("mode", "model", "precision", "batch", "size", "xla", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms")
+    header = ("mode", "model", "precision", "batch", "size", "xla", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
+              "peak MiB")
     rows = [header]
     for r in results:
         lat = r["latency_ms"]
         rows.append((r["mode"], r["model"], r["precision"], str(r["batch_size"]), str(r["image_size"]),
-                     "on" if r["xla"] else "off", f"{r['img_per_s']:.1f}", *(f"{lat[f'p{q}']:.2f}" for q in QUANTILES)))
+                     "on" if r["xla"] else "off", f"{r['img_per_s']:.1f}", *(f"{lat[f'p{q}']:.2f}" for q in QUANTILES),
+                     f"{r['memory']['peak_bytes'] / 2**20:.0f}" if r.get("memory") else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     if results:
         r = results[0]
-        lines.append(f"({r['steps']} timed steps after {r['warmup']} warm-up steps; {r['device']}; "
+        peak = f"peak: {r['memory']['measure']}; " if r.get("memory") else ""
+        lines.append(f"({r['steps']} timed steps after {r['warmup']} warm-up steps; {peak}{r['device']}; "
                      f"TensorFlow {r['tensorflow']}, Keras {r['keras']})")
     return lines
 

@@ -39,6 +39,9 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # default: training examples // global batch
     batch_size: int = 32  # per replica (GPU), per optimizer update (micro-batch x grad_accum_steps)
     grad_accum_steps: int = 1
+    # progressive.batch_sizes='auto': the memory (GiB) one replica's training may use (process RSS on
+    # CPU, device memory on a GPU); None: 70% of what the process may use (MemAvailable, cgroup limit)
+    memory_budget_gb: float | None = None
     image_size: int = 224  # training image size (of the last stage when progressive)
     eval_image_size: int | None = None  # default: image_size
     eval_batch_size: int | None = None  # default: the training micro-batch
@@ -105,6 +108,9 @@ class TrainConfig:
             "steps_per_epoch": (1, big, False, False, True, True, "None means training examples // global batch"),
             "batch_size": (1, 65_536, False, False, True, False, ""),
             "grad_accum_steps": (1, 1024, False, False, True, False, ""),
+            "memory_budget_gb": (0, 1_000_000, True, False, False, True,
+                                 "the GiB a replica's training may use, for progressive.batch_sizes='auto'; "
+                                 "None: 70% of the memory available"),
             "image_size": (1, MAX_IMAGE_SIZE, False, False, True, False, size_hint),
             "eval_image_size": (1, MAX_IMAGE_SIZE, False, False, True, True, size_hint),
             "eval_batch_size": (1, 65_536, False, False, True, True, ""),

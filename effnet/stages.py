@@ -2,9 +2,10 @@
 
 A stage covers epochs ``[start_epoch, end_epoch)`` and carries the values that change between
 stages: ``image_size``, ``batch_size``, ``dropout``, ``drop_path`` and augmenter parameters named
-``<augmenter>.<parameter>`` (``randaugment.magnitude``, ``mixup.alpha`` ...). Stage schedules are
-plugins (``effnet_stage_schedules``); the built-in ``progressive`` interpolates linearly with
-stage 1 at the base values and the last stage at the run's configured (final) values.
+``<augmenter>.<parameter>`` (``randaugment.magnitude``, ``mixup.alpha`` ...), and optionally
+``grad_accum_steps`` (micro-batches per update in that stage; default ``train.grad_accum_steps``).
+Stage schedules are plugins (``effnet_stage_schedules``); the built-in ``progressive`` interpolates
+linearly with stage 1 at the base values and the last stage at the run's configured (final) values.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class Stage:
     start_epoch: int
     end_epoch: int
     params: Mapping[str, float] = field(default_factory=dict)
+    # True: the engine picks this stage's micro-batch (and so its gradient accumulation) from the
+    # memory budget (effnet.memory); ``params['batch_size']`` stays the batch per optimizer update.
+    auto_batch: bool = False
 
     @property
     def epochs(self) -> int:

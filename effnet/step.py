@@ -135,10 +135,17 @@ class TrainStep:
         return {"updates_skipped": self.updates_skipped, "consecutive_nonfinite": self.consecutive_nonfinite,
                 "metric_sums": self.metric_sums, "accumulators": self.accumulators}
 
-    def configure(self, global_batch: int, mixer=None) -> None:
-        """Set what a stage changes (effective global batch, deferred mixer) and recompile."""
+    def configure(self, global_batch: int, mixer=None, accumulation_steps: int | None = None) -> None:
+        """Set what a stage changes (effective global batch, deferred mixer, micro-batches per update) and recompile.
+
+        ``accumulation_steps`` may not exceed the value the step was built with (which made the accumulators).
+        """
         self.global_batch = int(global_batch)
         self.mixer = mixer
+        if accumulation_steps is not None:
+            if accumulation_steps > 1 and not self.accumulators:
+                raise ValueError(f"accumulation_steps={accumulation_steps} needs a step built with accumulation")
+            self.accumulation_steps = int(accumulation_steps)
         self.compile()
 
     def compile(self):
@@ -202,7 +209,7 @@ class TrainStep:
 
     def _apply(self, batch):
         grads = self._gradients(batch)
-        if self.accumulators:
+        if self.accumulators and self.accumulation_steps > 1:
             grads = [acc + g for acc, g in zip(self.accumulators, grads)]
             for acc in self.accumulators:
                 acc.assign(tf.zeros_like(acc))

@@ -81,8 +81,24 @@ def final_stage_values(cfg: TrainConfig, model) -> dict[str, float]:
     return final
 
 
+def _auto_batch_elsewhere(schedule: str) -> bool:
+    """Whether gin asks for ``progressive.batch_sizes = 'auto'`` while another schedule runs."""
+    import gin
+
+    if schedule == "progressive":
+        return False
+    try:
+        return gin.query_parameter("progressive.batch_sizes") == "auto"
+    except ValueError:
+        return False
+
+
 def build_stages(cfg: TrainConfig, model):
     schedule = cfg.plugin("stage_schedule")
+    if _auto_batch_elsewhere(schedule):
+        raise UserError(f"progressive.batch_sizes='auto' is bound but train.stage_schedule={schedule!r}; the memory "
+                        f"planner works on progressive stages: use train.stage_schedule='progressive' (with "
+                        f"progressive.n_stages=1 for one stage) or remove the binding")
     result = registry.get("stage_schedule", schedule)(epochs=cfg.epochs, final=final_stage_values(cfg, model))
     return stages.validate(result, cfg.epochs, schedule)
 
@@ -164,6 +180,9 @@ class Trainer:
             check_image_size(model, int(stage.params["image_size"]), cfg.model, detail=f" (stage {stage.index + 1})",
                              hint="; raise train.image_size (or the stage schedule's base image_size)")
         check_image_size(model, self.eval_size, cfg.model, "train.eval_image_size")
+        if any(stage.auto_batch for stage in self.stages):
+            self.stages = self._plan_micro_batches(self.stages)
+        accumulation = max(int(s.params.get("grad_accum_steps", cfg.grad_accum_steps)) for s in self.stages)
 
         # Steps and the learning rate are defined per optimizer update over all replicas (BatchPlan).
         self.stage_steps = [self._steps_per_epoch(s) for s in self.stages]
@@ -185,7 +204,7 @@ class Trainer:
             model, self.optimizer, global_batch=self.global_batch, backend=backend,
             label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
             decay_vars=decayed_variables(model, cfg.decay_bias, cfg.decay_norm),
-            accumulation_steps=cfg.grad_accum_steps, ema=self.ema, jit_compile=self.xla, global_step=self.global_step)
+            accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step)
         self.evaluator = Evaluator(model, backend, jit_compile=self.xla)
 
         objects = ckpt_mod.checkpoint_objects(model, self.optimizer, self.ema, global_step=self.global_step,
@@ -211,12 +230,46 @@ class Trainer:
             self.operative = config_mod.write_operative_config(self.model_dir).read_text()
         self._log_parameters(total_steps)
 
+    def _plan_micro_batches(self, stage_list):
+        """``progressive.batch_sizes='auto'``: each stage's micro-batch from the memory budget (effnet.memory).
+
+        The writer probes (or reads the plan cached in the run folder) and every process takes its
+        micro-batches, so all replicas accumulate the same number of micro-batches.
+        """
+        import dataclasses
+
+        import gin
+        import numpy as np
+
+        from effnet import memory
+
+        cfg, backend = self.cfg, self.backend
+        micro = np.zeros(len(stage_list), np.int64)
+        if backend.is_writer:
+            spec = memory.ProbeSpec(
+                model=cfg.model, image_size=0, batch=0, num_classes=self.num_classes, precision=cfg.precision,
+                optimizer=cfg.plugin("optimizer"), weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
+                ema_decay=cfg.ema_decay, clip_norm=cfg.clip_norm, xla=bool(self.xla), seed=cfg.seed)
+            resuming = ckpt_mod.latest_checkpoint(self.model_dir, warn=None) is not None
+            plans = memory.plan(stage_list, model_dir=self.model_dir, spec=spec, budget_gb=cfg.memory_budget_gb,
+                                min_accum=cfg.grad_accum_steps, gin_text=gin.config_str(), resuming=resuming,
+                                log=lambda line: print(line, file=sys.stderr, flush=True))
+            micro[:] = [p.micro_batch for p in plans]
+        micro = np.asarray(backend.reduce_sum(micro)).astype(np.int64)
+        planned = []
+        for stage, m in zip(stage_list, micro):
+            batch = int(stage.params.get("batch_size", cfg.batch_size))
+            planned.append(dataclasses.replace(stage, params={**stage.params, "batch_size": batch,
+                                                              "grad_accum_steps": batch // int(m)}))
+        self.planned_micro_batch = int(micro[-1])
+        return planned
+
     def _steps_per_epoch(self, stage) -> int:
         cfg = self.cfg
         if cfg.steps_per_epoch:
             return cfg.steps_per_epoch
-        global_batch = plan_batch(int(stage.params.get("batch_size", cfg.batch_size)), cfg.grad_accum_steps,
-                                  self.backend).global_batch
+        global_batch = plan_batch(int(stage.params.get("batch_size", cfg.batch_size)),
+                                  int(stage.params.get("grad_accum_steps", cfg.grad_accum_steps)), self.backend).global_batch
         steps = self.num_train // global_batch
         if steps < 1:
             raise UserError(
@@ -338,18 +391,19 @@ class Trainer:
         point("stage.start")  # kill-anywhere tests: a stage boundary (every stage, the first too)
         self.position.stage = stage.index
         batch = int(stage.params.get("batch_size", cfg.batch_size))
-        if batch % cfg.grad_accum_steps:
+        self.accumulation = int(stage.params.get("grad_accum_steps", cfg.grad_accum_steps))
+        if batch % self.accumulation:
             raise UserError(f"stage {stage.index + 1} batch size {batch} is not divisible by "
-                            f"train.grad_accum_steps={cfg.grad_accum_steps}")
-        self.micro_batch = batch // cfg.grad_accum_steps
-        self.stage_global_batch = plan_batch(batch, cfg.grad_accum_steps, self.backend).global_batch
+                            f"its gradient accumulation steps ({self.accumulation})")
+        self.micro_batch = batch // self.accumulation
+        self.stage_global_batch = plan_batch(batch, self.accumulation, self.backend).global_batch
         stages.apply_to_model(self.model, stage.params)
         self.augmenters = build_augmenters(cfg.augmenters, stage.augmenter_params)
         mixer = None
         if cfg.deferred_mixing:
             batch_augmenters = [a for a in self.augmenters if getattr(a, "level", "image") == "batch"]
             mixer = lambda b: data.apply_deferred_mixing(b, batch_augmenters)  # noqa: E731
-        self.step.configure(self.stage_global_batch, mixer)
+        self.step.configure(self.stage_global_batch, mixer, accumulation_steps=self.accumulation)
         self.image_size = int(stage.params["image_size"])
         self.log.log_metrics((self.position.epoch,), {
             "stage": stage.index + 1, "image_size": self.image_size, "batch_size": batch,
@@ -365,7 +419,7 @@ class Trainer:
             return
         ds = data.train_dataset(  # this process's batches: a micro-batch for each of its replicas
             self.source, image_size=self.image_size, batch_size=self.micro_batch * self.backend.local_replicas,
-            steps=steps * cfg.grad_accum_steps, epoch=epoch, start_step=start * cfg.grad_accum_steps, augmenters=self.augmenters,
+            steps=steps * self.accumulation, epoch=epoch, start_step=start * self.accumulation, augmenters=self.augmenters,
             shard=self.backend.shard_info(), seed=cfg.seed, deferred_mixing=cfg.deferred_mixing)
         window_start, window_images = time.perf_counter(), 0
         iterator = iter(self.backend.distribute_dataset(ds))
@@ -373,7 +427,7 @@ class Trainer:
         for step_in_epoch in range(start, steps):
             try:
                 with data.translated():
-                    for _ in range(cfg.grad_accum_steps - 1):
+                    for _ in range(self.accumulation - 1):
                         self.step.accumulate(next(iterator))
                     self.step.apply(next(iterator))
             except StopIteration:
@@ -452,7 +506,8 @@ class Trainer:
 
     @property
     def eval_batch(self) -> int:
-        return self.cfg.eval_batch_size or self.cfg.micro_batch
+        planned = getattr(self, "planned_micro_batch", None)  # 'auto': no larger than the last stage's
+        return self.cfg.eval_batch_size or min(self.cfg.micro_batch, planned or self.cfg.micro_batch)
 
     def save(self) -> None:
         """Write a checkpoint of everything (refusing non-finite weights) with the position and history."""

@@ -23,9 +23,12 @@ def test_infer_and_train_tables_and_json(capsys, tmp_path):
     assert report["img_per_s"] == 3 * 4 / report["seconds"]
     lines = result.out.splitlines()
     assert lines[0].split() == ["mode", "model", "precision", "batch", "size", "xla", "img/s", "p50", "ms", "p90", "ms",
-                                "p95", "ms", "p99", "ms"]
+                                "p95", "ms", "p99", "ms", "peak", "MiB"]
     assert lines[1].split()[:6] == ["infer", "efficientnet_v2_b0", "fp32", "3", "32", "off"]
-    assert lines[2].startswith("(4 timed steps after 1 warm-up steps; CPU")
+    assert lines[2].startswith("(4 timed steps after 1 warm-up steps; peak: process peak RSS (ru_maxrss); CPU")
+    memory = report["memory"]  # the process's peak RSS, at least what it held after the build
+    assert 0 < memory["baseline_bytes"] <= memory["peak_bytes"]
+    assert abs(memory["peak_bytes"] / 2**20 - int(lines[1].split()[-1])) <= 0.5
 
     result = cli(capsys, "benchmark", "infer", "--model", "efficientnet_v2_b0", *TINY, "--image-size", "32",
                  "--batch-size", "2", "--steps", "2", "--warmup", "1", "--xla")
