@@ -18,6 +18,11 @@ ALLOWED = {
     "_moments": {"plugins/backends.py"},  # Horovod's synchronised BatchNorm replaces it per layer
     "_reduction_axes": {"plugins/backends.py"},  # ... and reads the axes BatchNormalization reduces over
     "_all_reduce_sum_gradients": {"plugins/backends.py"},  # tf.distribute: the step already summed them
+    # FusedRMSprop finds a variable's slots in Keras' RMSprop lists by Keras' index (nvLAMB, a Keras
+    # Optimizer subclass, names its own slot lists the same way)
+    "_get_variable_index": {"plugins/optimizers.py", "plugins/nvlamb.py"},
+    "_velocities": {"plugins/optimizers.py", "plugins/nvlamb.py"},
+    "_momentums": {"plugins/optimizers.py", "plugins/nvlamb.py"},
     "gin_config._REGISTRY": {"effnet/config.py"},  # effnet.config._gin_registry
     "gin_config._LOCATION_PREFIXES": {"effnet/config.py"},  # effnet.config._gin_search_path
 }
@@ -101,6 +106,18 @@ def test_keras_tf_optimizer_all_reduces_through_an_overridable_method():
 
     step()
     assert calls and abs(float(variable.numpy()[0]) - 0.9) < 1e-6
+
+
+def test_keras_rmsprop_keeps_its_slots_where_fused_rmsprop_reads_them():
+    import keras
+
+    a, b = keras.Variable([1.0, 2.0], name="a"), keras.Variable([[3.0]], name="b")
+    opt = keras.optimizers.RMSprop(1e-3, momentum=0.9)
+    opt.build([a, b])
+    for var in (a, b):
+        index = opt._get_variable_index(var)
+        assert opt._velocities[index].shape == var.shape and opt._momentums[index].shape == var.shape
+    assert {id(v) for v in opt._velocities + opt._momentums} <= {id(v) for v in opt.variables}
 
 
 def test_gin_registry_and_search_path_wrappers():
