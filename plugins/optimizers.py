@@ -11,6 +11,7 @@ from __future__ import annotations
 import gin
 
 import effnet
+from effnet.errors import UserError
 from effnet.validate import check_number
 
 
@@ -24,16 +25,21 @@ def _check(name: str, **knobs) -> None:
 
 
 @gin.configurable
-def rmsprop(learning_rate, rho: float = 0.9, momentum: float = 0.9, epsilon: float = 1e-3, centered: bool = False):
+def rmsprop(learning_rate, rho: float = 0.9, momentum: float = 0.9, epsilon: float = 1e-3, centered: bool = False,
+            fused: bool = True):
     """RMSprop as in the EfficientNet recipes.
 
     Keras 3's RMSprop already matches TensorFlow's kernel: epsilon sits inside the square root
     (``lr * g / sqrt(ms + eps)``) and momentum accumulates the scaled step; :class:`FusedRMSprop`
-    is that optimizer with each variable's update done by the kernel in one pass.
-    (TF1's RMSPropOptimizer started ``ms`` at 1.0; Keras, like NVIDIA's TF2 recipe, starts at 0.)
+    is that optimizer with each variable's update done by the kernel in one pass (``fused = False``:
+    Keras' own, e.g. for the benchmark's before-optimisation row). (TF1's RMSPropOptimizer started ``ms`` at 1.0; Keras, like NVIDIA's TF2 recipe, starts at 0.)
     """
     _check("rmsprop", rho=rho, momentum=momentum, epsilon=epsilon)
-    return _fused_rmsprop_class()(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
+    if not isinstance(fused, bool):
+        raise UserError(f"rmsprop.fused={fused!r} must be True or False")
+    import keras
+
+    return (_fused_rmsprop_class() if fused else keras.optimizers.RMSprop)(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
 
 
 _FUSED_RMSPROP = None

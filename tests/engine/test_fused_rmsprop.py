@@ -49,3 +49,14 @@ def test_same_updates_slots_and_checkpoint_layout_as_keras_rmsprop(momentum, cen
         tf.train.Checkpoint(optimizer=reader).read(str(tmp_path / name)).assert_existing_objects_matched()
         for a, b in zip(reader.variables, writer.variables):
             np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
+
+
+def test_fused_false_is_keras_rmsprop_and_a_non_boolean_is_refused():
+    import keras
+
+    from effnet.errors import UserError
+    from effnet.plugins.optimizers import rmsprop
+
+    assert type(rmsprop(0.01, fused=False)) is keras.optimizers.RMSprop
+    with pytest.raises(UserError, match=r"^rmsprop.fused='no' must be True or False\n"):
+        rmsprop(0.01, fused="no")
