@@ -81,6 +81,7 @@ def run_effnet(job):
     import gin
 
     import effnet.plugins.models  # noqa: F401 - registers the `efficientnet` configurable
+    import effnet.plugins.optimizers  # noqa: F401 - ... and `rmsprop` (rmsprop.fused in the baseline rows)
     from effnet.benchmarking import run_benchmark
     from effnet.settings import BenchmarkConfig
 
