@@ -32,14 +32,16 @@ def rmsprop(learning_rate, rho: float = 0.9, momentum: float = 0.9, epsilon: flo
     Keras 3's RMSprop already matches TensorFlow's kernel: epsilon sits inside the square root
     (``lr * g / sqrt(ms + eps)``) and momentum accumulates the scaled step; :class:`FusedRMSprop`
     is that optimizer with each variable's update done by the kernel in one pass (``fused = False``:
-    Keras' own, e.g. for the benchmark's before-optimisation row). (TF1's RMSPropOptimizer started ``ms`` at 1.0; Keras, like NVIDIA's TF2 recipe, starts at 0.)
+    Keras' own, e.g. for the benchmark's before-optimisation row). (TF1's RMSPropOptimizer started
+    ``ms`` at 1.0; Keras, like NVIDIA's TF2 recipe, starts at 0.)
     """
     _check("rmsprop", rho=rho, momentum=momentum, epsilon=epsilon)
     if not isinstance(fused, bool):
         raise UserError(f"rmsprop.fused={fused!r} must be True or False")
     import keras
 
-    return (_fused_rmsprop_class() if fused else keras.optimizers.RMSprop)(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
+    optimizer_class = _fused_rmsprop_class() if fused else keras.optimizers.RMSprop
+    return optimizer_class(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
 
 
 _FUSED_RMSPROP = None
@@ -56,8 +58,8 @@ def _fused_rmsprop_class():
         class FusedRMSprop(keras.optimizers.RMSprop):
             """``keras.optimizers.RMSprop`` (same slots, config and checkpoint layout) whose update of each
             variable is TensorFlow's ``ResourceApplyRMSProp``: one pass over the variable and its two slots
-            instead of Keras' dozen element-wise ops, each a pass over memory (about 10% of a V2-S training
-            step on a CPU; docs/performance.md). Centered RMSprop, momentum 0 and variables placed by a
+            instead of Keras' dozen element-wise ops, each a pass over memory (+5-6% V2-S training img per
+            CPU-second measured here; docs/performance.md). Centered RMSprop, momentum 0 and variables placed by a
             ``tf.distribute`` strategy take Keras' own update."""
 
             def update_step(self, gradient, variable, learning_rate):
