@@ -96,7 +96,7 @@ def plan(args, timm_ok: bool) -> tuple[list[dict], list[dict]]:
     jobs.append({**base, "framework": "matmul", "model": None, "precision": None, "xla": False, "matmul_steps": 10})
     once = [{**base, "framework": "flops", "model": model, "precision": None, "xla": False} for model in args.models]
     # what the training step consumes at the recipe's last progressive size (the input pipeline's hardest case)
-    for size in args.pipeline_sizes:
+    for size in [] if args.no_pipeline else args.pipeline_sizes:  # only the pipeline comparison reads them
         if size != args.size:
             once.append({**base, "framework": "effnet", "model": args.models[0], "precision": args.precisions[-1],
                          "xla": args.gpu, "size": size, "measure": ["train"], "train_steps": max(3, args.train_steps // 2)})
