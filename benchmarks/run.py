@@ -37,9 +37,10 @@ from pathlib import Path
 # Earlier states of our model, as gin bindings and what they differ in, for the before/after rows
 # of docs/performance.md (--baselines NAME ...; measured for the first model only).
 BASELINES = {
-    "unoptimised": (["efficientnet.fused_bn = False", "efficientnet.fold_bn = False", "rmsprop.fused = False"],
-                    ["train", "infer", "latency"]),
+    "unoptimised": (["efficientnet.fused_bn = False", "efficientnet.fold_bn = False", "rmsprop.fused = False",
+                     "benchmark.freeze = False"], ["train", "infer", "latency"]),
     "no-fold": (["efficientnet.fold_bn = False"], ["infer", "latency"]),  # folding changes inference only
+    "no-freeze": (["benchmark.freeze = False"], ["infer", "latency"]),  # live variables instead of frozen weights
 }
 
 # The seed's published figures for EfficientNetV2-S on one A100 (AMP, XLA, 300 px training, batch 460).

@@ -25,7 +25,7 @@ import time
 from effnet import precision as precision_mod
 from effnet.memory import current_rss
 from effnet.metrics import QUANTILES, latency_summary
-from effnet.models import build_model, check_image_size, count_params
+from effnet.models import InferenceFunction, build_model, check_image_size, count_params
 from effnet.settings import BENCHMARK_MODES as MODES
 from effnet.settings import BenchmarkConfig
 
@@ -76,7 +76,7 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
         def one_step():
             return step.apply(batch).numpy()  # .numpy() waits for the device
     else:
-        forward = tf.function(lambda x: model(x, training=False), jit_compile=xla)
+        forward = InferenceFunction(model, jit_compile=xla, freeze=cfg.freeze)
 
         def one_step():
             return forward(images).numpy()
@@ -110,7 +110,8 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
                   "peak_bytes": int(tf.config.experimental.get_memory_info("GPU:0")["peak"])}
     return {
         "mode": cfg.mode, "model": cfg.model, "precision": cfg.precision, "batch_size": cfg.batch_size,
-        "image_size": cfg.image_size, "xla": xla, "steps": cfg.steps, "warmup": cfg.warmup,
+        "image_size": cfg.image_size, "xla": xla, "freeze": cfg.freeze if cfg.mode == "infer" else None,
+        "steps": cfg.steps, "warmup": cfg.warmup,
         "num_classes": cfg.num_classes, "optimizer": cfg.optimizer if cfg.mode == "train" else None,
         "params": count_params(model),
         "img_per_s": cfg.batch_size * cfg.steps / elapsed if elapsed > 0 else math.nan,

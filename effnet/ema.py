@@ -5,6 +5,12 @@ non-trainable BatchNorm statistics too and uses the warm-up form of the decay::
 
     decay_t = min(decay, (1 + t) / (10 + t))      t = optimizer updates applied so far
     average <- decay_t * average + (1 - decay_t) * weight
+            =  average - (1 - decay_t) * (average - weight)
+
+The second form is how it is computed: one subtraction and TensorFlow's in-place
+``ResourceApplyGradientDescent`` per variable instead of two multiplies, an add and an assign
+(under a ``tf.distribute`` strategy, whose variables are not plain resources, the same form
+through ``assign_sub``).
 """
 
 from __future__ import annotations
@@ -39,10 +45,14 @@ class ExponentialMovingAverage(tf.Module):
         return tf.minimum(decay, (1.0 + t) / (10.0 + t))
 
     def update(self, step):
-        d = self.decay_at(step)
+        rate = 1.0 - self.decay_at(step)
+        fused = not tf.distribute.has_strategy()
         for avg, var in zip(self.averages, self._model_vars):
-            value = tf.cast(var.value, avg.dtype)
-            avg.assign(d * avg + (1.0 - d) * value)
+            delta = avg - tf.cast(var.value, avg.dtype)
+            if fused:
+                tf.raw_ops.ResourceApplyGradientDescent(var=avg.handle, alpha=tf.cast(rate, avg.dtype), delta=delta)
+            else:
+                avg.assign_sub(tf.cast(rate, avg.dtype) * delta)
 
     def reset(self):
         """Start the averages from the current weights (after loading weights for a new run)."""

@@ -93,5 +93,61 @@ def build_model(name: str, num_classes: int, *, scope=None, fresh_session: bool 
     return model
 
 
-__all__ = ["MIN_INPUT_SIZE", "build_model", "check_image_size", "classifier_layer", "count_params", "head_variables",
-           "min_input_size", "walk_layers"]
+class InferenceFunction:
+    """``output(model(images, training=False))`` compiled for serving, with the weights frozen into the graph.
+
+    Freezing (``freeze=True``) turns every variable the forward pass reads into a constant of the
+    traced graph, so grappler computes once, when the function is built, all the work that depends
+    on the weights alone: each block's BatchNorm folding (scale, folded kernel and bias), the
+    bfloat16/float16 casts of every kernel under mixed precision, and the variable reads. Measured
+    on EfficientNetV2-S bf16 at 128 px (docs/performance.md): batch-1 p50 47.9 -> 33.5 ms, batch 16
+    114 -> 127 img/s, same outputs (bit-identical in float32).
+
+    The weights are taken when the function is first called for an input dtype and image shape
+    (traced with a free batch dimension), so build it after loading weights: it does not follow
+    later changes. ``freeze=False`` gives a plain ``tf.function`` over the live variables, for
+    callers whose weights change between calls (evaluation during training, EMA swaps).
+    """
+
+    def __init__(self, model, output=None, *, jit_compile: bool = False, freeze: bool = True):
+        import tensorflow as tf
+
+        self.model = model
+        self.freeze = bool(freeze)
+
+        def forward(images):
+            logits = model(images, training=False)
+            return output(logits) if output is not None else logits
+
+        self._forward = forward
+        self._live = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True)
+        self._jit_compile = jit_compile
+        self._frozen: dict = {}  # (dtype, image shape) -> callable
+        self.graphs: dict = {}  # (dtype, image shape) -> the frozen ConcreteFunction
+
+    def __call__(self, images):
+        import tensorflow as tf
+
+        if not self.freeze:
+            return self._live(images)
+        images = tf.convert_to_tensor(images)
+        key = (images.dtype, tuple(images.shape[1:]))
+        if key not in self._frozen:
+            self._frozen[key] = self._build(key, tf.TensorSpec([None, *images.shape[1:]], images.dtype))
+        return self._frozen[key](images)
+
+    def _build(self, key, spec):
+        import tensorflow as tf
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        frozen = self.graphs[key] = convert_variables_to_constants_v2(tf.function(self._forward).get_concrete_function(spec))
+
+        def call(images):
+            outputs = frozen(images)
+            return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
+
+        return tf.function(call, jit_compile=True) if self._jit_compile else call
+
+
+__all__ = ["MIN_INPUT_SIZE", "InferenceFunction", "build_model", "check_image_size", "classifier_layer", "count_params",
+           "head_variables", "min_input_size", "walk_layers"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from effnet import metrics, registry, runfolder
 from effnet.data import decode_for_eval, pipeline_options
 from effnet.errors import UserError
+from effnet.models import InferenceFunction
 from effnet.native import captured_stderr, tf_error_text
 
 
@@ -60,11 +61,9 @@ class Predictor:
         def decode(encoded):
             return decode_for_eval(encoded, self.image_size, crop_fraction, method, whole_frame)
 
-        def probabilities(images):
-            return metrics.probabilities(model(images, training=False))
-
         self._decode = decode
-        self._probabilities = tf.function(probabilities, jit_compile=jit_compile, reduce_retracing=True)
+        # the weights are frozen into the graph when the first batch arrives (effnet.models.InferenceFunction)
+        self._probabilities = InferenceFunction(model, metrics.probabilities, jit_compile=jit_compile)
 
     def decode(self, path) -> "np.ndarray":  # noqa: F821
         import tensorflow as tf

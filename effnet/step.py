@@ -3,11 +3,17 @@
 Loss per replica and micro-batch::
 
     loss = sum(cross_entropy(labels, logits, label_smoothing)) / global_batch
-         + weight_decay * sum(||w||^2 / 2 for decayed kernels) / (replicas * accumulation_steps)
 
 ``global_batch`` is the effective batch over all replicas and micro-batches, so summing gradients
 over micro-batches (accumulation) and replicas gives exactly the gradient of one big batch:
 N micro-batches make the same update as one batch N times larger.
+
+The recipe's L2 term, ``weight_decay * sum(||w||^2 / 2 for decayed kernels)``, is not put in the
+loss: its gradient, ``weight_decay * w``, is added to each decayed kernel's summed gradient once
+per update, after the reduction over replicas and micro-batches and before the optimizer (so an
+adaptive optimizer such as RMSprop sees it, as with the term in the loss). The update is the same;
+what it saves is a square, a sum and their gradients per kernel in every micro-batch (4-5% of the
+V2-S step; docs/performance.md). The reported loss never included it.
 
 Everything that differs between one process and many goes through the backend
 (:mod:`effnet.distribute`): the step runs per replica through ``backend.run``; each replica adds
@@ -106,6 +112,9 @@ class TrainStep:
         self.label_smoothing = float(label_smoothing)
         self.weight_decay = float(weight_decay)
         self.decay_vars = list(decay_vars if decay_vars is not None else decayed_variables(model))
+        decayed = {id(v) for v in self.decay_vars}
+        # positions in ``trainable`` of the variables whose gradient gets ``weight_decay * w``
+        self._decay_index = [i for i, v in enumerate(model.trainable_variables) if id(v) in decayed]
         self.accumulation_steps = int(accumulation_steps)
         self.ema = ema
         self.mixer = mixer  # callable(batch) -> (images, labels) for deferred mixing, or None
@@ -185,9 +194,6 @@ class TrainStep:
                 labels, logits, from_logits=True, label_smoothing=self.label_smoothing)
             data_loss = tf.reduce_sum(per_example)
             loss = data_loss / self.global_batch
-            if self.weight_decay and self.decay_vars:
-                l2 = tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in self.decay_vars])
-                loss += self.weight_decay * l2 / (self.backend.num_replicas * self.accumulation_steps)
             if is_loss_scaled(self.optimizer):
                 loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, self.trainable)
@@ -217,7 +223,7 @@ class TrainStep:
         self.nonfinite_losses.assign(0.0)
         # Gradients are summed over replicas once per update (after accumulation), the non-finite count
         # with them, so every replica decides skip/apply from the same numbers.
-        grads = self.backend.all_reduce_sum(grads, gradients=True)
+        grads = self._add_weight_decay(self.backend.all_reduce_sum(grads, gradients=True))
         # Per-replica statistics (BatchNorm moving averages, updated from each replica's own data) are
         # averaged in the same round, so every replica holds the same model after the update.
         state = [tf.identity(tf.cast(v.value, tf.float32)) for v in self.replica_state] if self.backend.num_replicas > 1 else []
@@ -227,6 +233,22 @@ class TrainStep:
                                 tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
         self.backend.update(finite, self._update, self._skip, grads, state)
         return finite
+
+    def _add_weight_decay(self, grads):
+        """The L2 term's gradient, ``weight_decay * w``, added to each decayed kernel's summed gradient.
+
+        With loss scaling the gradients are still scaled here (the optimizer unscales them), so the
+        decay is scaled with them.
+        """
+        if not (self.weight_decay and self._decay_index):
+            return grads
+        coef = tf.constant(self.weight_decay, tf.float32)
+        if is_loss_scaled(self.optimizer):
+            coef = self.optimizer.scale_loss(coef)
+        grads = list(grads)
+        for i in self._decay_index:
+            grads[i] = grads[i] + coef * tf.cast(self.trainable[i], tf.float32)
+        return grads
 
     # -- the update: every replica runs the same branch with the same values --------------------------
     def _update(self, grads, state):

@@ -23,6 +23,8 @@ ALLOWED = {
     "_get_variable_index": {"plugins/optimizers.py", "plugins/nvlamb.py"},
     "_velocities": {"plugins/optimizers.py", "plugins/nvlamb.py"},
     "_momentums": {"plugins/optimizers.py", "plugins/nvlamb.py"},
+    # InferenceFunction freezes the weights into the graph (TF's own freezing, not exported under tf.*)
+    "convert_variables_to_constants_v2": {"effnet/models.py"},
     "gin_config._REGISTRY": {"effnet/config.py"},  # effnet.config._gin_registry
     "gin_config._LOCATION_PREFIXES": {"effnet/config.py"},  # effnet.config._gin_search_path
 }

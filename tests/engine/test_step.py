@@ -120,3 +120,32 @@ def test_l2_term_moves_only_decayed_variables(tiny_model):
     for v, t in zip(model.trainable_variables, twin.trainable_variables):
         differs = not np.allclose(v.value, t.value, atol=1e-7)
         assert differs == (v.path in ("conv/kernel", "logits/kernel")), v.path
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "sgd"])
+def test_weight_decay_update_equals_the_l2_term_in_the_loss(tiny_model, optimizer):
+    """The step adds ``weight_decay * w`` to each decayed kernel's gradient once per update; that is the
+    update of the recipe's loss with ``weight_decay * sum(||w||^2 / 2)`` in it, through the optimizer's
+    preconditioning too (RMSprop), over several updates."""
+    wd = 0.05
+    model, twin = tiny_model(seed=6, batchnorm=True), tiny_model(seed=6, batchnorm=True)
+    step = TrainStep(model, optimizer_for(model, optimizer), global_batch=4, weight_decay=wd, label_smoothing=0.1)
+    twin_opt = optimizer_for(twin, optimizer)
+    decayed = decayed_variables(twin)
+    assert {v.path for v in decayed} == {"conv/kernel", "logits/kernel"}
+    for update in range(3):
+        batch = make_batch(4, seed=10 + update)
+        step.apply(batch)
+        with tf.GradientTape() as tape:
+            logits = twin(batch["image"], training=True)
+            ce = keras.losses.categorical_crossentropy(batch["label"], logits, from_logits=True, label_smoothing=0.1)
+            loss = tf.reduce_sum(ce) / 4 + wd * tf.add_n([tf.nn.l2_loss(v) for v in decayed])
+        twin_opt.apply(tape.gradient(loss, twin.trainable_variables), twin.trainable_variables)
+    for a, b, v in zip(weights(model), weights(twin), model.weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=v.path)
+    # the decay mattered: without it the kernels end elsewhere
+    plain = tiny_model(seed=6, batchnorm=True)
+    plain_step = TrainStep(plain, optimizer_for(plain, optimizer), global_batch=4, weight_decay=0.0, label_smoothing=0.1)
+    for update in range(3):
+        plain_step.apply(make_batch(4, seed=10 + update))
+    assert not np.allclose(plain.get_layer("conv").kernel.numpy(), model.get_layer("conv").kernel.numpy(), atol=1e-5)

@@ -1,0 +1,61 @@
+"""effnet.models.InferenceFunction: the serving forward pass with the weights frozen into the graph."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from modeltest_utils import images, randomize
+
+from effnet.models import InferenceFunction
+from effnet.plugins.models import efficientnet
+
+KNOBS = {"num_classes": 7, "width": 0.25, "depth": 0.1, "dropout_rate": 0.0, "drop_path_rate": 0.0}
+
+
+def model_for(policy, seed=3):
+    import keras
+
+    keras.mixed_precision.set_global_policy(policy)
+    return randomize(efficientnet("efficientnet_v2_s", **KNOBS), seed=seed)
+
+
+@pytest.mark.parametrize("policy, tol", [("float32", 1e-6), ("mixed_bfloat16", 0.05)])
+def test_frozen_forward_equals_the_live_model(policy, tol):
+    model = model_for(policy)
+    x = tf.constant(images(batch=3, size=64).astype("uint8"))
+    expected = model(x, training=False).numpy()
+    frozen = InferenceFunction(model)
+    got = frozen(x).numpy()
+    assert got.dtype == np.float32 and got.shape == (3, 7)
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * float(np.abs(expected).max()))
+    # the batch dimension is free: one trace serves batch 1 as well
+    np.testing.assert_allclose(frozen(x[:1]).numpy(), got[:1], rtol=tol, atol=tol * float(np.abs(expected).max()))
+    assert len(frozen.graphs) == 1
+
+
+def test_the_frozen_graph_reads_no_variables_and_holds_the_weights_taken_at_first_call():
+    model = model_for("mixed_bfloat16")
+    frozen = InferenceFunction(model, tf.nn.softmax)
+    live = InferenceFunction(model, tf.nn.softmax, freeze=False)
+    x = tf.constant(images(batch=2, size=64))
+    before = frozen(x).numpy()
+    np.testing.assert_allclose(before.sum(axis=-1), 1.0, rtol=1e-5)  # the output function is applied
+    (graph,) = frozen.graphs.values()
+    ops = {node.op for node in graph.graph.as_graph_def().node}
+    assert not ops & {"ReadVariableOp", "VarHandleOp", "ResourceGather"}, ops
+    assert "Const" in ops
+    # later weight changes reach the live function only (build the frozen one after loading weights)
+    head = model.layers[-1]
+    head.bias.assign(head.bias + 5.0 * np.eye(7, dtype="float32")[0])
+    np.testing.assert_array_equal(frozen(x).numpy(), before)
+    assert (live(x).numpy()[:, 0] > before[:, 0]).all()
+    # another image size or dtype is another trace, taken from the weights as they are then
+    assert (frozen(tf.cast(x, tf.uint8)).numpy()[:, 0] > before[:, 0]).all()
+    assert len(frozen.graphs) == 2
+
+
+def test_frozen_forward_under_xla():
+    model = model_for("float32")
+    x = tf.constant(images(batch=2, size=64))
+    expected = model(x, training=False).numpy()
+    got = InferenceFunction(model, jit_compile=True)(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
