@@ -43,6 +43,13 @@ BASELINES = {
     "no-freeze": (["benchmark.freeze = False"], ["infer", "latency"]),  # live variables instead of frozen weights
 }
 
+# The same work per training step on both sides. Our step does what the recipe does besides the
+# update, an EMA of every weight and L2 weight decay; timm's bare loop (the "timm" rows) does neither.
+# Two like-for-like rows are always measured (training only): our step without both ("effnet
+# (bare)", these bindings) and timm's loop with both ("timm (recipe)": timm's ModelEmaV3 with
+# warm-up and RMSprop's weight_decay, which like ours adds decay * w to the gradient).
+BARE_STEP = ["benchmark.ema_decay = None", "benchmark.weight_decay = 0.0"]
+
 # The seed's published figures for EfficientNetV2-S on one A100 (AMP, XLA, 300 px training, batch 460).
 SEED_GPU_REFERENCE = {"train_img_per_s": 950.0, "infer_img_per_s": 2062.0}
 
@@ -86,6 +93,8 @@ def plan(args, timm_ok: bool) -> tuple[list[dict], list[dict]]:
     for model in args.models:
         for precision in args.precisions:
             jobs.append({**base, "framework": "effnet", "model": model, "precision": precision, "xla": args.gpu})
+            jobs.append({**base, "framework": "effnet", "model": model, "precision": precision, "xla": args.gpu,
+                         "variant": "bare", "gin": BARE_STEP, "measure": ["train"]})
             for variant in args.baselines if model == args.models[0] else []:
                 bindings, measure = BASELINES[variant]
                 jobs.append({**base, "framework": "effnet", "model": model, "precision": precision, "xla": args.gpu,
@@ -94,6 +103,8 @@ def plan(args, timm_ok: bool) -> tuple[list[dict], list[dict]]:
                 jobs.append({**base, "framework": "keras", "model": model, "precision": precision, "xla": xla})
             if timm_ok and not args.gpu:
                 jobs.append({**base, "framework": "timm", "model": model, "precision": precision, "xla": False})
+                jobs.append({**base, "framework": "timm", "model": model, "precision": precision, "xla": False,
+                             "variant": "recipe", "measure": ["train"]})
     jobs.append({**base, "framework": "matmul", "model": None, "precision": None, "xla": False, "matmul_steps": 10})
     once = [{**base, "framework": "flops", "model": model, "precision": None, "xla": False} for model in args.models]
     # what the training step consumes at the recipe's last progressive size (the input pipeline's hardest case)
@@ -267,6 +278,10 @@ def targets_of(rows, results, pipeline, args) -> list[dict]:
         ours, timm = find("effnet", model), find("timm", model)
         for name, value, goal in (
             (f"{model}: train best effnet / best timm", ratio(best(ours, "train_img_per_s"), best(timm, "train_img_per_s")), ">= 1"),
+            (f"{model}: train, both with EMA + decay (recipe step)",
+             ratio(best(ours, "train_img_per_s"), best(find("timm (recipe)", model), "train_img_per_s")), ">= 1"),
+            (f"{model}: train, both without (bare step)",
+             ratio(best(find("effnet (bare)", model), "train_img_per_s"), best(timm, "train_img_per_s")), ">= 1"),
             (f"{model}: infer best effnet / best timm", ratio(best(ours, "infer_img_per_s"), best(timm, "infer_img_per_s")), ">= 1"),
             (f"{model}: train effnet fp32 / best keras fp32", ratio(best(find("effnet", model, "fp32"), "train_img_per_s"),
                                                                    best(find("keras", model, "fp32"), "train_img_per_s")), ">= 1"),

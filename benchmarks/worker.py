@@ -196,9 +196,19 @@ def run_timm(job):
     out = {}
     if "train" in job["measure"]:
         model = build().train()
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, momentum=0.9, eps=1e-3)
+        # variant "recipe": the work our step does besides the update, the way timm's train.py does it
+        # (--model-ema with warm-up; RMSprop's weight_decay adds decay * w to the gradient, as ours does)
+        recipe = job.get("variant") == "recipe"
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, momentum=0.9, eps=1e-3,
+                                        weight_decay=5e-6 if recipe else 0.0)
+        ema = None
+        if recipe:
+            from timm.utils import ModelEmaV3
+
+            ema = ModelEmaV3(model, decay=0.9999, use_warmup=True)
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
         x, y = images(job["batch"]), torch.randint(0, 1000, (job["batch"],))
+        updates = [0]
 
         def step():
             optimizer.zero_grad(set_to_none=True)
@@ -206,6 +216,9 @@ def run_timm(job):
                 loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                updates[0] += 1
+                ema.update(model, step=updates[0])
             return loss.item()
 
         out["train"] = summary(timed(step, job["train_steps"], job["warmup"]), job["batch"])

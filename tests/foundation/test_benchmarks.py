@@ -39,6 +39,8 @@ def test_targets_are_ratios_against_the_right_peer():
         _row("effnet (unoptimised)", "bf16", 99.0, 999.0, 1.0),  # earlier states never count as ours
         _row("keras", "fp32", 25.0, 120.0, 40.0), _row("keras", "fp32", 5.0, 50.0, 90.0, xla=True),
         _row("timm", "fp32", 25.0, 190.0, 25.0), _row("timm", "bf16", 40.0, 180.0, 22.0),  # timm infers best in fp32
+        # like for like: our step without EMA and decay, timm's loop with both
+        _row("effnet (bare)", "bf16", 36.0, None, None), _row("timm (recipe)", "bf16", 32.0, None, None),
     ]
     results = {("effnet", "m", "bf16", False, 300, None): [{"train": {"img_per_s": 6.0}}]}
     pipeline = {"cores": 2, "rows": [{"pipeline": "effnet RandAugment(2, 15)", "image_size": 300, "images_per_s_per_core": 12.0},
@@ -47,6 +49,8 @@ def test_targets_are_ratios_against_the_right_peer():
     got = {t["name"]: t for t in targets_of(rows, results, pipeline, args)}
     assert got["m: train best effnet / best timm"]["value"] == pytest.approx(30 / 40)
     assert got["m: train best effnet / best timm"]["met"] is False
+    assert got["m: train, both with EMA + decay (recipe step)"]["value"] == pytest.approx(30 / 32)
+    assert got["m: train, both without (bare step)"]["value"] == pytest.approx(36 / 40)
     assert got["m: infer best effnet / best timm"]["value"] == pytest.approx(200 / 190)  # against timm's best precision
     assert got["m: infer best effnet / best timm"]["met"] is True
     assert got["m: train effnet fp32 / best keras fp32"]["value"] == pytest.approx(20 / 25)  # best of XLA on/off
