@@ -92,7 +92,7 @@ def _evaluate(cfg, backend, info, source, num_classes, passes, run, split, batch
         log.log_params(params)
         for metric, unit in (("loss", None), ("top1", "%"), ("top5", "%"), ("img_per_s", "images/s"), ("latency", "ms")):
             log.log_metadata(f"eval_{metric}", {"unit": unit, "format": ":.4f"})
-        evaluator = Evaluator(model, backend, jit_compile=xla)
+        evaluator = Evaluator(model, backend, jit_compile=xla, freeze=True)
         started = time.perf_counter()
         evaluator.warm_up((size, size, 3), [batch, batch - 1])
         report["warmup_seconds"] = time.perf_counter() - started
@@ -100,6 +100,8 @@ def _evaluate(cfg, backend, info, source, num_classes, passes, run, split, batch
         for which in passes:
             if which != passes[0]:
                 runfolder.load_checkpoint_weights(model, info, cfg.model, use_ema=which == "ema")
+                evaluator.refresh()  # the frozen forward pass holds the previous weights
+                evaluator.warm_up((size, size, 3), [batch, batch - 1])
             ds = data.eval_dataset(source, image_size=size, batch_size=batch, split=split, shard=shard)
             with data.translated():
                 result = evaluator(ds, progress=lambda d, t, m, w=which: log.progress(d, t, m, desc=f"eval {w}"))

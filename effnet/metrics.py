@@ -73,14 +73,30 @@ class EvalResult:
 
 
 class Evaluator:
-    """Compiles the eval step once per model and reuses it across evaluations."""
+    """Compiles the eval step once per model and reuses it across evaluations.
 
-    def __init__(self, model, backend: Backend | None = None, jit_compile: bool = False):
+    ``freeze=True`` (``effnet eval``) runs the forward pass with the weights frozen into the graph
+    (:class:`effnet.models.InferenceFunction`): faster, but it holds the weights of the time it was
+    traced, so call :meth:`refresh` after loading other weights. Evaluation during training keeps
+    ``freeze=False`` (live weights, EMA swaps).
+    """
+
+    def __init__(self, model, backend: Backend | None = None, jit_compile: bool = False, freeze: bool = False):
         self.model = model
         self.backend = backend or Backend()
+        self.jit_compile = jit_compile
+        self.freeze = freeze
+        self.refresh()
+
+    def refresh(self) -> None:
+        """(Re)build the step; with ``freeze`` the next call freezes the weights the model holds then."""
+        from effnet.models import InferenceFunction
+
+        model = self.model
+        forward = InferenceFunction(model, freeze=True) if self.freeze else (lambda x: model(x, training=False))
 
         def step(images, labels):
-            logits = tf.cast(model(images, training=False), tf.float32)
+            logits = tf.cast(forward(images), tf.float32)
             labels = tf.cast(labels, tf.int32)
             loss = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             return tf.stack([
@@ -90,7 +106,7 @@ class Evaluator:
                 tf.cast(tf.shape(labels)[0], tf.float32),
             ])
 
-        self._step = tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
+        self._step = tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True)
 
     def warm_up(self, image_shape, batch_sizes, dtype=tf.uint8) -> None:
         """Trace (and compile) the step for these batch sizes before anything is timed.

@@ -140,7 +140,9 @@ class InferenceFunction:
         import tensorflow as tf
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-        frozen = self.graphs[key] = convert_variables_to_constants_v2(tf.function(self._forward).get_concrete_function(spec))
+        with tf.init_scope():  # eagerly, also when first called while another tf.function is traced
+            frozen = convert_variables_to_constants_v2(tf.function(self._forward).get_concrete_function(spec))
+        self.graphs[key] = frozen
 
         def call(images):
             outputs = frozen(images)

@@ -59,3 +59,21 @@ def test_frozen_forward_under_xla():
     expected = model(x, training=False).numpy()
     got = InferenceFunction(model, jit_compile=True)(x).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
+
+
+def test_a_frozen_evaluator_matches_the_live_one_and_follows_weights_after_refresh():
+    from effnet.metrics import Evaluator
+
+    model = model_for("float32")
+    data = tf.data.Dataset.from_tensor_slices({"image": images(batch=6, size=64).astype("uint8"),
+                                               "label": np.arange(6) % 7}).batch(4)
+    live, frozen = Evaluator(model), Evaluator(model, freeze=True)
+    frozen.warm_up((64, 64, 3), [4, 2])
+    a, b = live(data), frozen(data)
+    assert (a.count, a.top1) == (b.count, b.top1) and b.loss == pytest.approx(a.loss, rel=1e-6)
+    head = model.layers[-1]
+    head.bias.assign(head.bias + 50.0 * np.eye(7, dtype="float32")[1])  # every image now says class 1
+    assert frozen(data).loss == pytest.approx(a.loss, rel=1e-6)  # still the weights it froze
+    frozen.refresh()
+    moved = frozen(data)
+    assert moved.loss == pytest.approx(live(data).loss, rel=1e-6) and moved.top1 == pytest.approx(1 / 6)
