@@ -73,6 +73,7 @@ def main(argv=None) -> dict:
     from effnet import precision as precision_mod
     from effnet import registry
     from effnet.ema import ExponentialMovingAverage
+    from effnet.models import InferenceFunction
     from effnet.step import TrainStep
 
     gin.parse_config(args.gin)
@@ -88,7 +89,7 @@ def main(argv=None) -> dict:
         batch = {"image": images, "label": tf.one_hot(rng.integers(0, 1000, args.batch), 1000)}
         run = lambda: step.apply(batch).numpy()  # noqa: E731
     else:
-        forward = tf.function(lambda x: model(x, training=False))
+        forward = InferenceFunction(model)  # as effnet predict / eval serve it (weights frozen into the graph)
         run = lambda: forward(images).numpy()  # noqa: E731
     for _ in range(2):
         run()

@@ -38,9 +38,9 @@ from pathlib import Path
 # of docs/performance.md (--baselines NAME ...; measured for the first model only).
 BASELINES = {
     "unoptimised": (["efficientnet.fused_bn = False", "efficientnet.fold_bn = False", "rmsprop.fused = False",
-                     "benchmark.freeze = False"], ["train", "infer", "latency"]),
+                     "benchmark.frozen_graph = False"], ["train", "infer", "latency"]),
     "no-fold": (["efficientnet.fold_bn = False"], ["infer", "latency"]),  # folding changes inference only
-    "no-freeze": (["benchmark.freeze = False"], ["infer", "latency"]),  # live variables instead of frozen weights
+    "live-weights": (["benchmark.frozen_graph = False"], ["infer", "latency"]),  # live variables instead of frozen weights
 }
 
 # The same work per training step on both sides. Our step does what the recipe does besides the

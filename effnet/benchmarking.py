@@ -3,7 +3,10 @@
 Inputs are random uint8 images and one-hot labels made once on the device, so the numbers are
 the model's (and the training step's), not the input pipeline's. ``train`` times
 :class:`effnet.step.TrainStep` (the real step: loss scaling, weight decay, the configured
-optimizer, EMA); ``infer`` times the model's forward pass in inference mode. The first
+optimizer, EMA); ``infer`` times the model's forward pass in inference mode the way ``effnet
+predict`` and ``effnet eval`` serve it, with the weights frozen into the graph
+(:class:`effnet.models.InferenceFunction`; ``benchmark.frozen_graph = False`` times the live
+variables instead). The first
 ``warmup`` steps (tracing, compilation, allocator growth) are excluded. Throughput is
 images over the wall time of the timed steps; latency is the wall time of each timed step (each
 step waits for its result), reported as true percentiles. ``memory`` is the peak over the whole
@@ -76,7 +79,7 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
         def one_step():
             return step.apply(batch).numpy()  # .numpy() waits for the device
     else:
-        forward = InferenceFunction(model, jit_compile=xla, freeze=cfg.freeze)
+        forward = InferenceFunction(model, jit_compile=xla, freeze=cfg.frozen_graph)
 
         def one_step():
             return forward(images).numpy()
@@ -110,7 +113,7 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
                   "peak_bytes": int(tf.config.experimental.get_memory_info("GPU:0")["peak"])}
     return {
         "mode": cfg.mode, "model": cfg.model, "precision": cfg.precision, "batch_size": cfg.batch_size,
-        "image_size": cfg.image_size, "xla": xla, "freeze": cfg.freeze if cfg.mode == "infer" else None,
+        "image_size": cfg.image_size, "xla": xla, "frozen_graph": cfg.frozen_graph if cfg.mode == "infer" else None,
         "steps": cfg.steps, "warmup": cfg.warmup,
         "num_classes": cfg.num_classes, "optimizer": cfg.optimizer if cfg.mode == "train" else None,
         "params": count_params(model),

@@ -182,7 +182,7 @@ class BenchmarkConfig:
     label_smoothing: float = 0.1
     weight_decay: float = 5e-6
     ema_decay: float | None = 0.9999  # train mode: update an EMA as the recipe does (None: no EMA)
-    freeze: bool = True  # infer mode: weights frozen into the graph, as `effnet predict` serves them
+    frozen_graph: bool = True  # infer mode: weights frozen into the graph, as `effnet predict` serves them
     seed: int = 0
 
     def resolved(self) -> "BenchmarkConfig":
@@ -214,8 +214,8 @@ class BenchmarkConfig:
         check_number("benchmark.label_smoothing", cfg.label_smoothing, 0, 1, high_open=True)
         check_number("benchmark.weight_decay", cfg.weight_decay, 0, 1, high_open=True)
         check_number("benchmark.ema_decay", cfg.ema_decay, 0, 1, low_open=True, high_open=True, optional=True)
-        if not isinstance(cfg.freeze, bool):
-            raise UserError(f"benchmark.freeze={cfg.freeze!r} must be True or False")
+        if not isinstance(cfg.frozen_graph, bool):
+            raise UserError(f"benchmark.frozen_graph={cfg.frozen_graph!r} must be True or False")
         return cfg
 
 

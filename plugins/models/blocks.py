@@ -99,9 +99,10 @@ class Block(keras.layers.Layer):
 
         Folding: ``scale = gamma / sqrt(moving_variance + eps)``, kernel * scale per output channel,
         ``bias = beta - moving_mean * scale``, computed in float32 from the live weights on every
-        call (so it follows training and EMA swaps, and nothing extra is stored). A convolution plus
-        bias is what grappler fuses with the activation into one oneDNN/cuDNN kernel, in bfloat16
-        too, where it does not fuse Conv2D with FusedBatchNorm.
+        call (so it follows training and EMA swaps, and nothing extra is stored; the serving paths
+        freeze the weights, so grappler computes it once: effnet.models.InferenceFunction). A
+        convolution plus bias is what grappler fuses with the activation into one oneDNN/cuDNN
+        kernel, in bfloat16 too, where it does not fuse Conv2D with FusedBatchNorm.
         """
         if training or not self.fold_bn or conv.use_bias:
             return bn(conv(x), training=training)

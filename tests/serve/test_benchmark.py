@@ -29,6 +29,7 @@ def test_infer_and_train_tables_and_json(capsys, tmp_path):
     memory = report["memory"]  # the process's peak RSS, at least what it held after the build
     assert 0 < memory["baseline_bytes"] <= memory["peak_bytes"]
     assert abs(memory["peak_bytes"] / 2**20 - int(lines[1].split()[-1])) <= 0.5
+    assert report["frozen_graph"] is True  # served as effnet predict serves it
 
     result = cli(capsys, "benchmark", "infer", "--model", "efficientnet_v2_b0", *TINY, "--image-size", "32",
                  "--batch-size", "2", "--steps", "2", "--warmup", "1", "--xla")
@@ -64,3 +65,6 @@ def test_bad_benchmark_settings(capsys):
     assert result.code == 2 and result.err.startswith("error: unknown model 'efficientnet_v3'")
     result = cli(capsys, "benchmark", "predict")
     assert result.code == 2 and "Invalid value for '{train|infer}'" in result.err
+    result = cli(capsys, "benchmark", "infer", "--model", "efficientnet_v2_b0", *TINY, "--image-size", "32",
+                 "--gin-param", "benchmark.frozen_graph = 'yes'")
+    assert (result.code, result.err) == (2, "error: benchmark.frozen_graph='yes' must be True or False\n")
