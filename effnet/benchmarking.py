@@ -26,11 +26,12 @@ import platform
 import time
 
 from effnet import precision as precision_mod
-from effnet.memory import current_rss
+from effnet.memory import current_rss, peak_memory
 from effnet.metrics import QUANTILES, latency_summary
 from effnet.models import InferenceFunction, build_model, check_image_size, count_params
 from effnet.settings import BENCHMARK_MODES as MODES
 from effnet.settings import BenchmarkConfig
+
 
 def _device() -> str:
     import tensorflow as tf
@@ -104,13 +105,7 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
             progress(cfg.warmup + i + 1, cfg.warmup + cfg.steps)
     elapsed = time.perf_counter() - window
     ms = [1000.0 * s for s in seconds]
-    import resource
-
-    memory = {"measure": "process peak RSS (ru_maxrss)", "baseline_bytes": baseline,
-              "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    if gpu:
-        memory = {"measure": "TensorFlow allocator peak on GPU:0",
-                  "peak_bytes": int(tf.config.experimental.get_memory_info("GPU:0")["peak"])}
+    memory = peak_memory(gpu) if gpu else {**peak_memory(False), "baseline_bytes": baseline}
     return {
         "mode": cfg.mode, "model": cfg.model, "precision": cfg.precision, "batch_size": cfg.batch_size,
         "image_size": cfg.image_size, "xla": xla, "frozen_graph": cfg.frozen_graph if cfg.mode == "infer" else None,

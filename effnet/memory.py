@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -148,8 +149,6 @@ class ProbeSpec:
 
 def measure(spec: ProbeSpec) -> dict:
     """Build and run ``spec`` in this process; return its memory figures (see the module docstring)."""
-    import resource
-
     import keras
     import tensorflow as tf
 
@@ -188,19 +187,27 @@ def measure(spec: ProbeSpec) -> dict:
     steady = _reset_peak_rss()
     for _ in range(max(1, spec.updates - 1)):
         update()
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    result = {"device": "GPU:0" if gpu else "CPU", "image_size": spec.image_size, "batch": spec.batch,
-              "baseline_bytes": baseline, "rss_peak_bytes": rss_peak}
+    return {"device": "GPU:0" if gpu else "CPU", "image_size": spec.image_size, "batch": spec.batch,
+            "baseline_bytes": baseline, "rss_peak_bytes": _process_peak_rss(), **peak_memory(gpu, steady)}
+
+
+def peak_memory(gpu: bool, steady: bool = False) -> dict:
+    """``{"peak_bytes", "measure"}``: the TensorFlow allocator's peak on GPU:0 (since its last
+    ``reset_memory_stats``), else this process's peak RSS, since the last :func:`_reset_peak_rss` when
+    ``steady`` (``VmHWM``), else over its whole life (``ru_maxrss``)."""
     if gpu:
-        result["peak_bytes"] = int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
-        result["measure"] = "TensorFlow allocator peak on GPU:0 after the build"
-    elif steady:
-        result["peak_bytes"] = _read_status_bytes("VmHWM") or rss_peak
-        result["measure"] = "peak RSS of the steady-state updates (VmHWM reset after the first, tracing, update)"
-    else:
-        result["peak_bytes"] = rss_peak
-        result["measure"] = "process peak RSS (ru_maxrss)"
-    return result
+        import tensorflow as tf
+
+        return {"peak_bytes": int(tf.config.experimental.get_memory_info("GPU:0")["peak"]),
+                "measure": "TensorFlow allocator peak on GPU:0 after the build"}
+    if steady:
+        return {"peak_bytes": _read_status_bytes("VmHWM") or _process_peak_rss(),
+                "measure": "peak RSS of the steady-state updates (VmHWM reset after the first, tracing, update)"}
+    return {"peak_bytes": _process_peak_rss(), "measure": "process peak RSS (ru_maxrss)"}
+
+
+def _process_peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def _reset_peak_rss() -> bool:
