@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from effnet.distribute import Backend
 from effnet.faults import point
+from effnet.models import InferenceFunction
 
 #: The latency percentiles every report gives (true percentiles, not trimmed means).
 QUANTILES = (50, 90, 95, 99)
@@ -90,8 +91,6 @@ class Evaluator:
 
     def refresh(self) -> None:
         """(Re)build the step; with ``freeze`` the next call freezes the weights the model holds then."""
-        from effnet.models import InferenceFunction
-
         model = self.model
         forward = InferenceFunction(model, freeze=True) if self.freeze else (lambda x: model(x, training=False))
 

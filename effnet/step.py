@@ -112,14 +112,14 @@ class TrainStep:
         self.label_smoothing = float(label_smoothing)
         self.weight_decay = float(weight_decay)
         self.decay_vars = list(decay_vars if decay_vars is not None else decayed_variables(model))
-        decayed = {id(v) for v in self.decay_vars}
-        # positions in ``trainable`` of the variables whose gradient gets ``weight_decay * w``
-        self._decay_index = [i for i, v in enumerate(model.trainable_variables) if id(v) in decayed]
         self.accumulation_steps = int(accumulation_steps)
         self.ema = ema
         self.mixer = mixer  # callable(batch) -> (images, labels) for deferred mixing, or None
         self.jit_compile = jit_compile
         self.trainable = list(model.trainable_variables)
+        decayed = {id(v) for v in self.decay_vars}
+        # positions in ``trainable`` of the variables whose gradient gets ``weight_decay * w``
+        self._decay_index = [i for i, v in enumerate(self.trainable) if id(v) in decayed]
         self.replica_state = replica_state_variables(model)
         b = self.backend
         # per-replica sums since the last read: loss, top-1 hits, top-5 hits, examples
