@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from effnet.plugins.models.layers import FusedBatchNorm, activation as resolve_activation, check_rate
+from effnet.plugins.models.layers import DepthwiseConv2D, FusedBatchNorm, activation as resolve_activation, check_rate
 
 __all__ = ["Block", "FusedMBConv", "MBConv", "CONV_INIT"]
 
@@ -111,7 +111,7 @@ class Block(keras.layers.Layer):
         dtype = self.compute_dtype
         x = tf.cast(x, dtype)
         stride = (1, *conv.strides, 1)
-        if isinstance(conv, layers.DepthwiseConv2D):
+        if isinstance(conv, layers.DepthwiseConv2D):  # ours too (a subclass)
             kernel = tf.cast(conv.kernel, tf.float32) * tf.reshape(scale, (1, 1, -1, 1))
             y = tf.nn.depthwise_conv2d(x, tf.cast(kernel, dtype), strides=stride, padding="SAME")
         else:
@@ -172,7 +172,7 @@ class MBConv(Block):
             self.expand_bn = self._bn("expand_bn")
         else:
             self.expand_conv = self.expand_bn = None
-        self.dwconv = layers.DepthwiseConv2D(
+        self.dwconv = DepthwiseConv2D(
             self.kernel, self.stride, padding="same", use_bias=False, depthwise_initializer=CONV_INIT,
             dtype=self.dtype_policy, name=f"{self.name}_dwconv",
         )

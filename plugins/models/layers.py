@@ -5,8 +5,10 @@
 * :class:`HeadDropout` - dropout before the classifier whose rate a progressive stage can change.
 * :class:`FusedBatchNorm` - Keras' BatchNormalization computed by TensorFlow's fused batch-norm
   kernel (same weights, config and moving-statistics update; see its docstring).
-* :func:`swish` - ``x * sigmoid(x)`` whose gradient reuses the forward pass's sigmoid;
+* :func:`swish` - ``x * sigmoid(x)`` whose gradient is one XLA-compiled element-wise kernel;
   :func:`activation` resolves the ``efficientnet.activation`` knob to it for 'swish'/'silu'.
+* :class:`DepthwiseConv2D` - Keras' depthwise convolution whose bfloat16 gradient runs in float32
+  on CPUs for the kernel shapes where oneDNN's bfloat16 backward kernels are slow (see its docstring).
 
 HeadDropout (like the blocks' stochastic depth) implements the engine's stage protocol:
 ``apply_stage(params)`` reads the key it knows (``dropout``) and ignores the rest;
@@ -24,30 +26,52 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["FusedBatchNorm", "HeadDropout", "Normalize", "activation", "check_rate", "swish"]
+__all__ = ["DepthwiseConv2D", "FusedBatchNorm", "HeadDropout", "Normalize", "activation", "check_rate", "swish"]
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _swish_grad(dy, x):
+    """``dy * s * (1 + x * (1 - s))`` with ``s = sigmoid(x)``: one XLA kernel, computed in float32."""
+    x32 = tf.cast(x, tf.float32)
+    s = tf.sigmoid(x32)
+    return tf.cast(tf.cast(dy, tf.float32) * (s * (1.0 + x32 * (1.0 - s))), dy.dtype)
 
 
 @tf.custom_gradient
 def _swish(x):
-    s = tf.sigmoid(x)
-
-    def grad(dy):
-        return dy * (s * (1.0 + x * (1.0 - s)))
-
-    return x * s, grad
+    return x * tf.sigmoid(x), lambda dy: _swish_grad(dy, x)
 
 
 @keras.saving.register_keras_serializable(package="effnet", name="swish")
 def swish(x):
-    """SiLU/swish, ``x * sigmoid(x)``, the same values as ``tf.nn.silu`` with a cheaper gradient.
+    """SiLU/swish, ``x * sigmoid(x)``: the same values as ``tf.nn.silu``, a faster gradient on CPUs.
 
-    ``tf.nn.silu`` (Keras' 'swish') takes a ``beta`` and, to save memory, recomputes the sigmoid in
-    the backward pass, which costs one more full-size sigmoid and multiply per activation and
-    blocks nothing else. This one keeps the forward sigmoid for the gradient
-    ``dy * s * (1 + x * (1 - s))``: measured +13% training img/s on EfficientNetV2-S (bf16, CPU;
-    docs/performance.md) at the price of one more activation-sized tensor held until backprop.
+    The forward pass is the plain ``x * sigmoid(x)``, which grappler's remapper turns into one
+    oneDNN swish kernel (``_MklSwish``) on CPUs because nothing else reads the sigmoid. The
+    backward pass recomputes the sigmoid from ``x`` inside one XLA-compiled element-wise kernel
+    (:func:`_swish_grad`, in float32 whatever the input dtype) instead of TensorFlow's five
+    separate element-wise ops, which in bfloat16 also went through Eigen's slow scalar sigmoid.
+    Only ``x`` is kept for the backward pass, as with ``tf.nn.silu``. Measured on
+    EfficientNetV2-S bf16 training +10% img/s, EfficientNet-B0 fp32 +30% (docs/performance.md).
+    The exported and frozen inference graphs contain only the forward ops.
     """
     return _swish(tf.convert_to_tensor(x))
+
+
+def _depthwise_float32_grad(x, kernel, strides, padding):
+    """``tf.nn.depthwise_conv2d(x, kernel)`` in x's dtype whose two gradients are computed in float32."""
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            x32, dy32 = tf.cast(x, tf.float32), tf.cast(dy, tf.float32)
+            dx = tf.nn.depthwise_conv2d_backprop_input(tf.shape(x), tf.cast(kernel, tf.float32), dy32, strides, padding)
+            dk = tf.nn.depthwise_conv2d_backprop_filter(x32, tf.shape(kernel), dy32, strides, padding)
+            return tf.cast(dx, x.dtype), tf.cast(dk, kernel.dtype)
+
+        return tf.nn.depthwise_conv2d(x, kernel, strides, padding), grad
+
+    return conv(x, kernel)
 
 
 def activation(name):
@@ -173,3 +197,37 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
                 variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
                 exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
         return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="effnet")
+class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` whose bfloat16 backward pass runs in float32 on a CPU unless the kernel is 3x3 at stride 1.
+
+    oneDNN's bfloat16 depthwise gradients (input and filter) are fast only for 3x3 kernels at
+    stride 1; for 5x5 kernels and for stride 2 they ran 2-20x slower than the same gradients in
+    float32 here (2 cores with AVX-512 bf16, TensorFlow 2.21; docs/performance.md). So for those
+    shapes the forward pass stays in bfloat16 and the backward pass casts the incoming gradient and
+    the saved input to float32, runs TensorFlow's float32 gradient kernels and casts the results
+    back: the same gradients up to rounding (the float32 ones are the more exact). Same weights,
+    config and forward values as Keras' layer; with a GPU visible, in float32 or float16, and with
+    dilation or a depth multiplier, it is Keras' layer unchanged.
+    """
+
+    #: (kernel size, strides) whose bfloat16 gradient kernels are the fast ones on CPUs.
+    FAST_BFLOAT16 = (((3, 3), (1, 1)),)
+
+    def _float32_grad(self, inputs) -> bool:
+        return (inputs.dtype == tf.bfloat16 and self.data_format == "channels_last" and self.depth_multiplier == 1
+                and tuple(self.dilation_rate) == (1, 1)
+                and (tuple(self.kernel_size), tuple(self.strides)) not in self.FAST_BFLOAT16
+                and not tf.config.list_logical_devices("GPU"))
+
+    def call(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        if not self._float32_grad(inputs):
+            return super().call(inputs)
+        kernel = tf.convert_to_tensor(self.kernel)  # the compute-dtype value (Keras autocasts the variable)
+        outputs = _depthwise_float32_grad(inputs, kernel, (1, *self.strides, 1), self.padding.upper())
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return outputs if self.activation is None else self.activation(outputs)
