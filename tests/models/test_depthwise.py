@@ -94,3 +94,33 @@ def test_mbconv_blocks_use_it():
     model = efficientnet("efficientnet_b0", num_classes=3, width=0.25, depth=0.25)
     blocks = [layer for layer in model.layers if isinstance(layer, MBConv)]
     assert blocks and all(type(block.dwconv) is DepthwiseConv2D for block in blocks)
+
+
+def test_weights_saved_with_keras_depthwise_layer_load_unchanged(tmp_path, monkeypatch):
+    """Checkpoints and .keras files from before this layer (Keras' own class in the blocks) load into it."""
+    import keras
+    import tensorflow as tf
+
+    import effnet.plugins.models.blocks as blocks
+    from effnet.plugins.models import efficientnet
+    from effnet.plugins.models.layers import DepthwiseConv2D
+
+    x = tf.random.uniform([2, 32, 32, 3], 0, 255, seed=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(blocks, "DepthwiseConv2D", keras.layers.DepthwiseConv2D)
+        old = efficientnet("efficientnet_b0", num_classes=3, width=0.25, depth=0.25)
+    for i, v in enumerate(old.weights):
+        v.assign(tf.random.stateless_normal(v.shape, (i, 0), stddev=0.1) + (1.0 if "variance" in v.path else 0.0))
+    old.save_weights(tmp_path / "old.weights.h5")
+    checkpoint = tf.train.Checkpoint(model=old).write(str(tmp_path / "ckpt" / "old"))
+    old.save(tmp_path / "old.keras")
+    want = old(x, training=False)
+
+    from_h5 = efficientnet("efficientnet_b0", num_classes=3, width=0.25, depth=0.25)
+    assert type(from_h5.get_layer("block2a").dwconv) is DepthwiseConv2D
+    from_h5.load_weights(tmp_path / "old.weights.h5")
+    from_ckpt = efficientnet("efficientnet_b0", num_classes=3, width=0.25, depth=0.25)
+    tf.train.Checkpoint(model=from_ckpt).read(checkpoint).assert_existing_objects_matched()
+    from_keras = keras.saving.load_model(tmp_path / "old.keras")
+    for model in (from_h5, from_ckpt, from_keras):
+        np.testing.assert_array_equal(model(x, training=False), want)
