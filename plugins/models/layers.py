@@ -53,7 +53,9 @@ def swish(x):
     separate element-wise ops, which in bfloat16 also went through Eigen's slow scalar sigmoid.
     Only ``x`` is kept for the backward pass, as with ``tf.nn.silu``. Measured on
     EfficientNetV2-S bf16 training +10% img/s, EfficientNet-B0 fp32 +30% (docs/performance.md).
-    The exported and frozen inference graphs contain only the forward ops.
+    Graphs that only run forward (inference, frozen serving functions, exports' signatures) run
+    only Sigmoid and Mul; a SavedModel also stores the unused gradient function (TF saves custom
+    gradients by default).
     """
     return _swish(tf.convert_to_tensor(x))
 
