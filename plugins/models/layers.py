@@ -60,6 +60,11 @@ def swish(x):
     return _swish(tf.convert_to_tensor(x))
 
 
+def _no_gpu() -> bool:
+    """True when no GPU is visible: the float32 detours below are for oneDNN's CPU kernels only."""
+    return not tf.config.list_logical_devices("GPU")
+
+
 def _depthwise_float32_grad(x, kernel, strides, padding):
     """``tf.nn.depthwise_conv2d(x, kernel)`` in x's dtype whose two gradients are computed in float32."""
 
@@ -159,11 +164,16 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     (1 - momentum)`` with the biased batch variance (the kernel returns the unbiased one; it is
     rescaled by (n - 1) / n). Anything the fused kernel cannot do (a mask, renorm, synchronized
     BN, a non-channels-last axis, other ranks, epsilon below the kernel's minimum) falls back to
-    Keras' own computation.
+    Keras' own computation. Under a bfloat16 policy on a CPU, a channel count that is not a multiple
+    of 16 is normalised in float32 (see ``BFLOAT16_CHANNEL_MULTIPLE``); the output is bfloat16 either way.
     """
 
     # FusedBatchNormV3 rejects smaller epsilons (TensorFlow's Python wrapper clamps to this).
     MIN_EPSILON = 1.001e-5
+    #: On CPUs oneDNN's bfloat16 batch-norm kernels (forward and gradient) ran 3-4x slower than
+    #: float32 ones, casts included, when the channel count is not a multiple of this (24 and 40
+    #: channels; 16, 32, 48 ... 128 were fast; docs/performance.md): those layers compute in float32.
+    BFLOAT16_CHANNEL_MULTIPLE = 16
     #: False sends every call through Keras' own path, e.g. when a distribution backend computes the
     #: batch moments across processes in Keras' own moments method (Horovod's synchronised BatchNorm).
     use_fused_kernel = True
@@ -179,6 +189,8 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         inputs = tf.convert_to_tensor(inputs)
         if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
+        if inputs.dtype == tf.bfloat16 and (inputs.shape[-1] or 0) % self.BFLOAT16_CHANNEL_MULTIPLE and _no_gpu():
+            inputs = tf.cast(inputs, tf.float32)  # oneDNN's bfloat16 kernels are slow here; the output is cast back below
         gamma = tf.cast(self.gamma, tf.float32)
         beta = tf.cast(self.beta, tf.float32)
         if training and self.trainable:
@@ -222,7 +234,7 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
         return (inputs.dtype == tf.bfloat16 and self.data_format == "channels_last" and self.depth_multiplier == 1
                 and tuple(self.dilation_rate) == (1, 1)
                 and (tuple(self.kernel_size), tuple(self.strides)) not in self.FAST_BFLOAT16
-                and not tf.config.list_logical_devices("GPU"))
+                and _no_gpu())
 
     def call(self, inputs):
         inputs = tf.convert_to_tensor(inputs)

@@ -32,16 +32,16 @@ def _run(layer, x, r, training):
     return y, grads
 
 
-@pytest.mark.parametrize("policy, tol", [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
+@pytest.mark.parametrize("policy, tol, channels", [("float32", 1e-5, 6), ("mixed_bfloat16", 2e-2, 6), ("mixed_bfloat16", 2e-2, 16)])
 @pytest.mark.parametrize("training", [False, True])
-def test_same_outputs_gradients_and_moving_statistics_as_keras(policy, tol, training):
+def test_same_outputs_gradients_and_moving_statistics_as_keras(policy, tol, channels, training):
     import keras
     import tensorflow as tf
 
     keras.mixed_precision.set_global_policy(policy)
-    ref, fused, rng = _pair()
-    x = tf.constant(rng.normal(0.3, 2.0, (3, 5, 7, 6)).astype("float32"))
-    r = tf.constant(rng.normal(0, 1, (3, 5, 7, 6)).astype("float32"))
+    ref, fused, rng = _pair(channels)
+    x = tf.constant(rng.normal(0.3, 2.0, (3, 5, 7, channels)).astype("float32"))
+    r = tf.constant(rng.normal(0, 1, (3, 5, 7, channels)).astype("float32"))
     y_ref, g_ref = _run(ref, x, r, training)
     y_fused, g_fused = _run(fused, x, r, training)
     assert y_fused.dtype == y_ref.dtype
@@ -53,7 +53,32 @@ def test_same_outputs_gradients_and_moving_statistics_as_keras(policy, tol, trai
     for a, b in zip(fused.non_trainable_weights, ref.non_trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
     if training:
-        assert not np.allclose(fused.moving_mean.numpy(), rng.uniform(0.5, 1.5, 6))  # it did move
+        assert not np.allclose(fused.moving_mean.numpy(), rng.uniform(0.5, 1.5, channels))  # it did move
+
+
+@pytest.mark.parametrize("channels, kernel_dtype", [(24, "float32"), (40, "float32"), (16, "bfloat16"), (32, "bfloat16")])
+def test_bfloat16_kernels_only_for_channel_counts_where_they_are_fast(channels, kernel_dtype):
+    """Under bf16 on a CPU, 24 or 40 channels normalise in float32 (both passes); the output stays bf16."""
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    _, fused, rng = _pair(channels)
+    x = tf.cast(rng.normal(0.3, 2.0, (2, 4, 4, channels)).astype("float32"), tf.bfloat16)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fused(x, training=True)
+        return y, tape.gradient(y, x, output_gradients=tf.ones_like(y))
+
+    y, dx = step(x)
+    assert y.dtype == dx.dtype == tf.bfloat16
+    graph = step.get_concrete_function(x).graph.as_graph_def()
+    nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+    kernels = {node.op: tf.as_dtype(node.attr["T"].type).name for node in nodes if node.op.startswith("FusedBatchNorm")}
+    assert kernels == {"FusedBatchNormV3": kernel_dtype, "FusedBatchNormGradV3": kernel_dtype}
 
 
 def test_frozen_layer_uses_moving_statistics_in_training():
