@@ -1,4 +1,4 @@
-"""Helpers for the model tests: weight randomisation, images (imported by name: tests have no packages)."""
+"""Helpers for the model tests: weight randomisation, images, graph nodes (imported by name: tests have no packages)."""
 
 import numpy as np
 
@@ -28,3 +28,8 @@ def randomize(model, seed=0):
             kernel, bias = layer.get_weights()
             layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape)])
     return model
+
+
+def graph_nodes(graph_def):
+    """Every NodeDef of a GraphDef: its own and those of the functions in its library."""
+    return list(graph_def.node) + [node for function in graph_def.library.function for node in function.node_def]

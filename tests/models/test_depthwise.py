@@ -2,18 +2,16 @@
 
 import numpy as np
 import pytest
+from modeltest_utils import graph_nodes
 
 
 def _layer(kernel, stride, dtype, cls=None):
-    import keras
-
     from effnet.plugins.models.layers import DepthwiseConv2D
 
-    cls = cls or DepthwiseConv2D
-    layer = cls(kernel, stride, padding="same", use_bias=False, dtype=dtype)
+    layer = (cls or DepthwiseConv2D)(kernel, stride, padding="same", use_bias=False, dtype=dtype)
     layer.build((None, None, None, 6))
     layer.kernel.assign(np.random.default_rng(1).normal(0, 0.5, (kernel, kernel, 6, 1)).astype("float32"))
-    return layer, keras
+    return layer
 
 
 def _value_and_grads(layer, x, dy):
@@ -32,8 +30,7 @@ def _value_and_grads(layer, x, dy):
 
 def _grad_kernel_dtypes(run, x):
     """{op type: dtype enum} of the depthwise gradient kernels in run's graph (and its functions)."""
-    graph = run.get_concrete_function(x).graph.as_graph_def()
-    nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+    nodes = graph_nodes(run.get_concrete_function(x).graph.as_graph_def())
     return {node.op: node.attr["T"].type for node in nodes if node.op.startswith("DepthwiseConv2dNativeBackprop")}
 
 
@@ -48,9 +45,10 @@ def _data(dtype):
 
 @pytest.mark.parametrize("kernel, stride", [(5, 1), (3, 2), (5, 2)])
 def test_bfloat16_gradients_are_float32_gradients_of_the_same_inputs(kernel, stride):
+    import keras
     import tensorflow as tf
 
-    layer, keras = _layer(kernel, stride, "mixed_bfloat16")
+    layer = _layer(kernel, stride, "mixed_bfloat16")
     x, dy = _data(tf.bfloat16)
     dy = dy[:, ::stride, ::stride]
     run, (y, dx, dk) = _value_and_grads(layer, x, dy)
@@ -58,7 +56,7 @@ def test_bfloat16_gradients_are_float32_gradients_of_the_same_inputs(kernel, str
     assert _grad_kernel_dtypes(run, x) == {"DepthwiseConv2dNativeBackpropInput": tf.float32.as_datatype_enum,
                      "DepthwiseConv2dNativeBackpropFilter": tf.float32.as_datatype_enum}
     # reference: Keras' own layer in float32 on the same (bfloat16-rounded) input and kernel
-    ref, _ = _layer(kernel, stride, "float32", cls=keras.layers.DepthwiseConv2D)
+    ref = _layer(kernel, stride, "float32", cls=keras.layers.DepthwiseConv2D)
     ref.kernel.assign(tf.cast(tf.cast(layer.kernel, tf.bfloat16), tf.float32))
     _, (y_ref, _, _) = _value_and_grads(ref, tf.cast(x, tf.float32), dy)
     np.testing.assert_allclose(y, y_ref, rtol=2e-2, atol=2e-2)
@@ -73,14 +71,15 @@ def test_bfloat16_gradients_are_float32_gradients_of_the_same_inputs(kernel, str
 
 @pytest.mark.parametrize("kernel, stride, dtype", [(3, 1, "mixed_bfloat16"), (5, 2, "float32")])
 def test_keras_path_where_it_is_fast_or_not_bfloat16(kernel, stride, dtype):
+    import keras
     import tensorflow as tf
 
-    layer, keras = _layer(kernel, stride, dtype)
+    layer = _layer(kernel, stride, dtype)
     x, dy = _data(layer.compute_dtype)
     run, (y, dx, dk) = _value_and_grads(layer, x, dy[:, ::stride, ::stride])
     want = tf.as_dtype(layer.compute_dtype).as_datatype_enum
     assert _grad_kernel_dtypes(run, x) == {"DepthwiseConv2dNativeBackpropInput": want, "DepthwiseConv2dNativeBackpropFilter": want}
-    ref, _ = _layer(kernel, stride, dtype, cls=keras.layers.DepthwiseConv2D)
+    ref = _layer(kernel, stride, dtype, cls=keras.layers.DepthwiseConv2D)
     _, expected = _value_and_grads(ref, x, dy[:, ::stride, ::stride])
     for got, want in zip((y, dx, dk), expected):
         np.testing.assert_array_equal(got, want)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from modeltest_utils import graph_nodes
 
 
 def _pair(channels=6, momentum=0.9, seed=0, rank=4, **kwargs):
@@ -75,8 +76,7 @@ def test_bfloat16_kernels_only_for_channel_counts_where_they_are_fast(channels, 
 
     y, dx = step(x)
     assert y.dtype == dx.dtype == tf.bfloat16
-    graph = step.get_concrete_function(x).graph.as_graph_def()
-    nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+    nodes = graph_nodes(step.get_concrete_function(x).graph.as_graph_def())
     kernels = {node.op: tf.as_dtype(node.attr["T"].type).name for node in nodes if node.op.startswith("FusedBatchNorm")}
     assert kernels == {"FusedBatchNormV3": kernel_dtype, "FusedBatchNormGradV3": kernel_dtype}
 

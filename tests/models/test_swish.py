@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from modeltest_utils import graph_nodes
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
@@ -29,13 +30,6 @@ def test_same_values_and_gradients_as_tf_silu(dtype, tol, graph):
     np.testing.assert_allclose(tf.cast(g, tf.float32), tf.cast(g_ref, tf.float32), atol=tol, rtol=tol)
 
 
-def _op_types(graph_def):
-    types = [node.op for node in graph_def.node]
-    for function in graph_def.library.function:
-        types += [node.op for node in function.node_def]
-    return types
-
-
 def test_forward_graph_is_plain_ops_and_the_gradient_one_xla_call():
     """Inference graphs (exports, frozen serving graphs) see only Sigmoid and Mul; training adds one XLA call."""
     import tensorflow as tf
@@ -44,7 +38,7 @@ def test_forward_graph_is_plain_ops_and_the_gradient_one_xla_call():
 
     spec = tf.TensorSpec([2, 4, 4, 3], tf.bfloat16)
     forward = tf.function(swish).get_concrete_function(spec).graph.as_graph_def()
-    assert sorted(op for op in _op_types(forward) if op not in ("Placeholder", "Identity", "IdentityN")) == ["Mul", "Sigmoid"]
+    assert sorted(node.op for node in graph_nodes(forward) if node.op not in ("Placeholder", "Identity", "IdentityN")) == ["Mul", "Sigmoid"]
 
     def train(x):
         with tf.GradientTape() as tape:
