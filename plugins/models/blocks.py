@@ -27,6 +27,25 @@ __all__ = ["Block", "FusedMBConv", "MBConv", "CONV_INIT"]
 CONV_INIT = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
 
 
+def _float32(variable):
+    """A float32 Keras variable's stored value, not the compute-dtype copy Keras autocasts it to in ``call``."""
+    with keras.src.backend.AutocastScope(None):
+        return tf.cast(tf.convert_to_tensor(variable.value), tf.float32)
+
+
+def _spatial_mean(x):
+    """Mean over height and width, keeping dims: the squeeze of squeeze-excitation.
+
+    In bfloat16 this is TF's reduction on the bfloat16 tensor, which accumulates in float32 (the
+    same result as Keras' ``ops.mean``, which first writes a float32 copy of the whole activation:
+    1.5-3x slower, docs/performance.md item 13). float16 keeps Keras' path, whose float32 copy
+    guards against overflow.
+    """
+    if x.dtype == tf.bfloat16:
+        return tf.reduce_mean(x, axis=(1, 2), keepdims=True)
+    return ops.mean(x, axis=(1, 2), keepdims=True)
+
+
 class Block(keras.layers.Layer):
     """What MBConv and Fused-MBConv share: configuration, BN/conv factories, SE, residual, stages."""
 
@@ -112,18 +131,17 @@ class Block(keras.layers.Layer):
         x = tf.cast(x, dtype)
         stride = (1, *conv.strides, 1)
         if isinstance(conv, layers.DepthwiseConv2D):  # ours too (a subclass)
-            kernel = tf.cast(conv.kernel, tf.float32) * tf.reshape(scale, (1, 1, -1, 1))
+            kernel = _float32(conv.kernel) * tf.reshape(scale, (1, 1, -1, 1))
             y = tf.nn.depthwise_conv2d(x, tf.cast(kernel, dtype), strides=stride, padding="SAME")
         else:
-            kernel = tf.cast(conv.kernel, tf.float32) * scale
+            kernel = _float32(conv.kernel) * scale
             y = tf.nn.conv2d(x, tf.cast(kernel, dtype), strides=stride, padding="SAME")
         return tf.nn.bias_add(y, tf.cast(bias, dtype))
 
     def _squeeze_excite(self, x):
         if self.se_reduce is None:
             return x
-        se = ops.mean(x, axis=(1, 2), keepdims=True)
-        return x * self.se_expand(self.se_reduce(se))
+        return x * self.se_expand(self.se_reduce(_spatial_mean(x)))
 
     def _residual(self, x, inputs, training):
         if not self.has_skip:

@@ -25,6 +25,8 @@ ALLOWED = {
     "_momentums": {"plugins/optimizers.py", "plugins/nvlamb.py"},
     # InferenceFunction freezes the weights into the graph (TF's own freezing, not exported under tf.*)
     "convert_variables_to_constants_v2": {"effnet/models.py"},
+    # the BN fold reads the float32 weights inside a mixed-precision call (plugins/models/blocks.py: _float32)
+    "AutocastScope": {"plugins/models/blocks.py"},
     "gin_config._REGISTRY": {"effnet/config.py"},  # effnet.config._gin_registry
     "gin_config._LOCATION_PREFIXES": {"effnet/config.py"},  # effnet.config._gin_search_path
 }
@@ -108,6 +110,30 @@ def test_keras_tf_optimizer_all_reduces_through_an_overridable_method():
 
     step()
     assert calls and abs(float(variable.numpy()[0]) - 0.9) < 1e-6
+
+
+def test_keras_autocast_scope_none_reads_a_variable_as_stored():
+    """Inside a mixed-precision layer call Keras hands out float variables in the compute dtype;
+    ``_float32`` steps out of that with ``AutocastScope(None)`` to fold BN into the float32 kernel."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from effnet.plugins.models.blocks import _float32
+
+    seen = {}
+
+    class Probe(keras.layers.Layer):
+        def build(self, _):
+            self.w = self.add_weight(shape=(3,), initializer=keras.initializers.Constant(1.0 + 2.0**-12))
+
+        def call(self, x):
+            seen["autocast"], seen["stored"] = tf.convert_to_tensor(self.w), _float32(self.w)
+            return x
+
+    Probe(dtype="mixed_bfloat16")(np.zeros((1, 3), "float32"))
+    assert seen["autocast"].dtype.name == "bfloat16"  # Keras' copy: 1 + 2^-12 rounds to 1
+    assert seen["stored"].dtype.name == "float32" and np.all(seen["stored"].numpy() == np.float32(1.0 + 2.0**-12))
 
 
 def test_keras_rmsprop_keeps_its_slots_where_fused_rmsprop_reads_them():
