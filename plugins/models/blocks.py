@@ -46,6 +46,18 @@ def _spatial_mean(x):
     return ops.mean(x, axis=(1, 2), keepdims=True)
 
 
+def _drop_path(x, rate, seed_generator):
+    """Stochastic depth: each sample's branch zeroed with probability ``rate``, the rest scaled by 1 / (1 - rate).
+
+    The same samples and values as ``keras.random.dropout(x, rate, noise_shape=(None, 1, 1, 1))``
+    (same random draw, bit-identical outputs and gradients), as one broadcast multiply by a
+    per-sample factor instead of a full-size multiply and select forward and backward (10-40% less
+    time per block, docs/performance.md item 15).
+    """
+    keep = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), dtype=x.dtype, seed=seed_generator) >= rate
+    return x * (tf.cast(keep, x.dtype) * tf.constant(1 / (1 - rate), dtype=x.dtype))
+
+
 class Block(keras.layers.Layer):
     """What MBConv and Fused-MBConv share: configuration, BN/conv factories, SE, residual, stages."""
 
@@ -148,7 +160,7 @@ class Block(keras.layers.Layer):
             return x
         rate = self.drop_probability
         if training and rate > 0.0:
-            x = keras.random.dropout(x, rate, noise_shape=(None, 1, 1, 1), seed=self.seed_generator)
+            x = _drop_path(x, rate, self.seed_generator)
         return x + inputs
 
     # -- progressive stages -------------------------------------------------------------------------
