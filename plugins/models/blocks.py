@@ -28,7 +28,13 @@ CONV_INIT = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "
 
 
 def _float32(variable):
-    """A float32 Keras variable's stored value, not the compute-dtype copy Keras autocasts it to in ``call``."""
+    """A float32 Keras variable's stored value, not the compute-dtype copy Keras autocasts it to in ``call``.
+
+    The BN fold multiplies the kernel in float32. Taken from the bf16 copy, the kernel came back
+    through a bf16 -> float32 cast that grappler does not fold for large kernels, so frozen graphs
+    kept those filters as run-time values, which oneDNN reorders on every call (docs/performance.md
+    item 14). (BatchNorm's own variables are never autocast.)
+    """
     with keras.src.backend.AutocastScope(None):
         return tf.cast(tf.convert_to_tensor(variable.value), tf.float32)
 
