@@ -1,4 +1,4 @@
-"""Helpers for the model tests: weight randomisation, images, graph nodes (imported by name: tests have no packages)."""
+"""Helpers for the model tests: weight randomisation, images, graph nodes, a traced training step (imported by name: tests have no packages)."""
 
 import numpy as np
 
@@ -33,3 +33,17 @@ def randomize(model, seed=0):
 def graph_nodes(graph_def):
     """Every NodeDef of a GraphDef: its own and those of the functions in its library."""
     return list(graph_def.node) + [node for function in graph_def.library.function for node in function.node_def]
+
+
+def training_step_nodes(block, input_spec):
+    """Every NodeDef of one traced training step of ``block``: the forward pass and the gradients of its input and weights."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = block(x, training=True)
+        return tape.gradient(y, [x, *block.trainable_variables])
+
+    return graph_nodes(step.get_concrete_function(input_spec).graph.as_graph_def())
