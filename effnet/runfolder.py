@@ -6,7 +6,9 @@ Used by training (which writes it) and by eval, predict and export (which read i
       operative_config.gin        every value the run used (OPERATIVE_CONFIG)
       labels.txt                  class names, one per line, in label order (LABELS)
       report.json                 the final numbers (REPORT); training_curves.png (CURVES)
-      eval_report.json            written by `effnet eval` (EVAL_REPORT), with eval_log.json (EVAL_LOG)
+      eval_report.json            written by `effnet eval` (EVAL_REPORT), with eval_log.json (EVAL_LOG) and,
+                                  per weights (raw, ema): eval_confusion_<w>.csv/.png, eval_reliability_<w>.png
+                                  (EVAL_FILES), eval_errors_<w>.png with --show-errors
       checkpoints/ckpt-<step>/    TF checkpoint, meta.json, a copy of the operative config
 
 Typical use, after gin holds the run's config (``effnet.load_run(path)`` does both)::
@@ -36,6 +38,9 @@ REPORT = "report.json"
 CURVES = "training_curves.png"
 EVAL_REPORT = "eval_report.json"
 EVAL_LOG = "eval_log.json"
+#: What `effnet eval` writes per evaluated weights (``raw`` or ``ema``), next to EVAL_REPORT.
+EVAL_FILES = {"confusion_csv": "eval_confusion_{weights}.csv", "confusion_png": "eval_confusion_{weights}.png",
+              "reliability_png": "eval_reliability_{weights}.png", "errors_png": "eval_errors_{weights}.png"}
 WEIGHT_CHOICES = ("auto", "ema", "raw")
 
 
