@@ -67,15 +67,17 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), model_dir
 
 def evaluate(model_dir, gin_files: Sequence[str] = (), bindings: Sequence[str] = (), data_dir=None,
              checkpoint: str = "latest", weights: str = "both", split: str = "validation", batch_size=None,
-             image_size=None, precision=None, xla=None) -> dict:
-    """``effnet eval``: evaluate a run's checkpoint on raw and EMA weights; returns the report (eval_report.json)."""
+             image_size=None, precision=None, xla=None, show_errors: int = 0) -> dict:
+    """``effnet eval``: evaluate a run's checkpoint on raw and EMA weights; returns the report (eval_report.json).
+
+    ``show_errors=N`` also draws the N most confident mistakes per weights (eval_errors_<weights>.png)."""
     from effnet.evaluation import evaluate_run
 
     shorthands = [f"dllogger.filename = {runfolder.EVAL_LOG!r}"]
     shorthands += _shorthand("train.eval_batch_size", batch_size) + _shorthand("train.eval_image_size", image_size)
     shorthands += _shorthand("train.precision", precision) + _shorthand("train.xla", xla)
     cfg = _run_settings(model_dir, gin_files, [*shorthands, *bindings], data_dir)
-    return evaluate_run(cfg, checkpoint=checkpoint, weights=weights, split=split)
+    return evaluate_run(cfg, checkpoint=checkpoint, weights=weights, split=split, show_errors=show_errors)
 
 
 def predict(model_dir, images: Sequence[str], gin_files: Sequence[str] = (), bindings: Sequence[str] = (), data_dir=None,
