@@ -263,6 +263,9 @@ class Search:
                     return trial, t.params, set(t.intermediate_values)
             if len(trials) >= self.trials:
                 return None
+            # a sampler seeded by the trial's number: the same command proposes the same trials, whether the
+            # study ran in one go, was killed and re-run, or is shared by several sweep processes
+            study.sampler = optuna.samplers.TPESampler(seed=self.seed + len(trials))
             trial = study.ask({s.key: s.distribution() for s in self.spaces})
             trial.set_user_attr("owner", {"host": self.host, "pid": os.getpid()})
             return trial, trial.params, None

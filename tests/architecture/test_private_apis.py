@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.extras import requires_module
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # private name -> the only files allowed to use it (the wrapper)
@@ -164,11 +166,11 @@ def test_gin_registry_and_search_path_wrappers():
     assert config._gin_search_path() == ["", str(ROOT / "gin")]
 
 
+@requires_module("optuna", "optuna")
 def test_optuna_frozen_trial_keeps_its_storage_id():
     """effnet.search.trial_id: a FrozenTrial's id is what ``optuna.trial.Trial(study, id)`` continues."""
-    import pytest
+    import optuna
 
-    optuna = pytest.importorskip("optuna")
     from effnet.search import trial_id
 
     study = optuna.create_study()

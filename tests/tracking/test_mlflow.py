@@ -17,9 +17,9 @@ import pytest
 
 from effnet.checkpoint import list_checkpoints
 from tests.engine import runs
+from tests.extras import requires_module
 
-mlflow = pytest.importorskip("mlflow")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_module("mlflow", "mlflow")]
 
 FAST = """
 train.steps_per_epoch = 4

@@ -18,9 +18,9 @@ import pytest
 from effnet import compare
 from effnet.checkpoint import list_checkpoints
 from tests.engine import runs
+from tests.extras import requires_module
 
-optuna = pytest.importorskip("optuna")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_module("optuna", "optuna"), requires_module("mlflow", "mlflow")]
 
 FAST = """
 train.epochs = 2
@@ -39,6 +39,7 @@ def _sweep(gin: Path, root: Path, trials: int, *extra: str) -> list[str]:
 
 
 def test_killed_and_rerun_study_has_every_trial_once_in_optuna_compare_and_mlflow(tmp_path):
+    import optuna
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -68,6 +69,7 @@ def test_killed_and_rerun_study_has_every_trial_once_in_optuna_compare_and_mlflo
     ok = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.state in ok for t in trials), [t.state for t in trials]
+    assert len({t.params["train.lr_init"] for t in trials}) == 4  # the re-run sweep proposes new values
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert folders == sorted(t.user_attrs["folder"] for t in trials) and len(set(folders)) == 4
 
@@ -98,6 +100,7 @@ def test_killed_and_rerun_study_has_every_trial_once_in_optuna_compare_and_mlflo
 
 
 def test_two_sweep_processes_share_one_study(tmp_path):
+    import optuna
     gin = runs.write_gin(tmp_path, FAST.replace("train.epochs = 2", "train.epochs = 1"))
     root = tmp_path / "shared"
     env = runs.subprocess_env({"EFFNET_CACHE": str(tmp_path / "cache")})

@@ -8,8 +8,9 @@ import pytest
 from effnet.errors import UserError
 from effnet.search import parse_space, parse_space_file
 from tests.clitools import run_inprocess
+from tests.extras import requires_module
 
-pytest.importorskip("optuna")
+pytestmark = requires_module("optuna", "optuna")
 
 
 def test_specs_become_optuna_distributions():
@@ -61,3 +62,29 @@ def test_a_binding_gin_rejects_fails_before_any_trial(tmp_path, capsys):
     line = [x for x in result.err.splitlines() if x.startswith("error:")]
     assert len(line) == 1 and "--vary #2" in line[0] and "no_such_knob" in line[0], result.err
     assert not (root / "study.db").exists() and not any(root.glob("trial*"))
+
+
+def _propose(root, count, start=None):
+    """Ask ``count`` trials of a study in ``root`` (telling each a value) as a sweep process would."""
+    from types import SimpleNamespace
+
+    from effnet.search import Search
+
+    spaces = parse_space(["train.lr_init=loguniform(1e-4, 1e-2)", "train.optimizer=choice('rmsprop', 'adamw')"])
+    search = Search(SimpleNamespace(root=root), spaces, trials=4, seed=7)
+    study = search.study()
+    out = []
+    for _ in range(count):
+        trial, params, reported = search._next_trial(study)
+        assert reported is None
+        study.tell(trial.number, params["train.lr_init"])
+        out.append(params)
+    return out
+
+
+def test_the_same_command_proposes_the_same_trials_even_across_a_restart(tmp_path):
+    whole = _propose(tmp_path / "a", 4)
+    assert len({p["train.lr_init"] for p in whole}) == 4
+    assert _propose(tmp_path / "b", 4) == whole
+    restarted = _propose(tmp_path / "c", 2) + _propose(tmp_path / "c", 2)  # a new process on the same study
+    assert restarted == whole

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.engine import runs
+from tests.extras import requires_module
 
-wandb = pytest.importorskip("wandb")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_module("wandb", "wandb")]
 
 FAST = """
 train.epochs = 2
