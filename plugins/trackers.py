@@ -214,7 +214,6 @@ class BackgroundSink(Logger):
         if self.thread.is_alive() or self.queue:
             with self.wake:
                 self.stopped = True
-            with self.wake:
                 self.dropped += sum(len(i[1]) for i in self.queue if i[0] == "metrics")
                 self.queue.clear()
                 self.buffered = 0
@@ -247,6 +246,18 @@ class BackgroundSink(Logger):
                 self._do(item)
             except Exception as exc:  # noqa: BLE001 - any tracker failure: keep training, retry later
                 self.last_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                if connected and self._rejected(exc):  # the tracker answered "no" to this record: skip it
+                    print(f"effnet: {self.tool} refused a {item[0]} record ({self.last_error}); it is skipped",
+                          file=self.stream, flush=True)
+                    with self.wake:
+                        if self.queue and self.queue[0] is item:
+                            self.queue.popleft()
+                            if item[0] == "metrics":
+                                self.buffered -= len(item[1])
+                                self.dropped += len(item[1])
+                    if item[0] == "close":
+                        return
+                    continue
                 if not self.warned:
                     self.warned = True
                     print(f"effnet: {self.tool} does not answer ({self.last_error}); training goes on, metrics are "
@@ -276,6 +287,10 @@ class BackgroundSink(Logger):
             self._do_metrics(item[1], item[2])
         elif item[0] == "close":
             self._do_close(item[1], item[2])
+
+    def _rejected(self, exc: Exception) -> bool:
+        """True when ``exc`` says the tracker refuses this record (retrying cannot help), not that it is down."""
+        return False
 
     def _do_connect(self) -> None:
         raise NotImplementedError
@@ -367,7 +382,15 @@ class MLflowSink(BackgroundSink):
         state = self._state(MLFLOW_STATE)
         run = None
         if state.get("run_id") and state.get("tracking_uri") == self.tracking_uri:
-            run = client.get_run(state["run_id"])
+            from mlflow.exceptions import MlflowException
+
+            try:
+                run = client.get_run(state["run_id"])
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                state = {}  # the run was deleted from the tracker: start a new one
+        if run is not None:
             self.previous_status = run.info.status  # `effnet eval` on a finished run must not mark it killed
             client.update_run(run.info.run_id, status="RUNNING")
             self.params_logged = dict(run.data.params)
@@ -386,6 +409,11 @@ class MLflowSink(BackgroundSink):
         self.client, self.run_id = client, run.info.run_id
         for timestamp, triples in self.journal():  # what an earlier process queued but never sent
             self._do_metrics(triples, timestamp)
+
+    def _rejected(self, exc):
+        from mlflow.exceptions import MlflowException
+
+        return isinstance(exc, MlflowException) and exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
 
     def _do_params(self, params):
         from mlflow.entities import Param
