@@ -213,6 +213,8 @@ def read_run(folder: str | Path, record: dict | None = None) -> Run:
     started = run.full_config or bool(run.curve) or (folder / "checkpoints").is_dir()
     if report_ok:
         run.status = "done"
+    elif record and record.get("status") == "pruned":  # stopped by a search's pruner (effnet.search)
+        run.status = "pruned"
     elif record and record.get("status") == "failed":
         run.status, run.error = "failed", str(record.get("error") or "failed")
     elif record and record.get("status") == "running" and pid_alive(record.get("pid"), folder):
