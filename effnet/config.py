@@ -71,6 +71,52 @@ def available_gin_files(dirs: Sequence[Path] | None = None) -> list[str]:
     return sorted(names)
 
 
+# What a gin file (with what it includes) must bind to run on its own with `--gin NAME --model-dir DIR`.
+RUNNABLE_KNOBS = ("model", "dataset", "optimizer", "lr_schedule", "stage_schedule", "backend")
+
+
+@dataclass(frozen=True)
+class GinFileInfo:
+    """A gin file on the search path: the name ``--gin`` takes, its first comment line, and whether
+    it is an experiment (binds every ``RUNNABLE_KNOBS`` of ``train`` through its includes) or a
+    fragment meant to be included."""
+
+    name: str
+    description: str
+    experiment: bool
+
+
+def describe_gin_files(d: Path) -> list[GinFileInfo]:
+    """Every gin file in folder ``d``, experiments and fragments told apart (files are read, not run)."""
+    dirs = search_dirs()
+    out = []
+    for name in available_gin_files([d]):
+        path = (Path(d) / f"{name}.gin").resolve()
+        try:
+            text = read_gin_text(path)
+            bound = _bound_train_knobs(path, dirs)
+        except UserError:
+            out.append(GinFileInfo(name, "(unreadable: `effnet config --gin NAME` says why)", False))
+            continue
+        first = next((line.lstrip("#").strip() for line in text.splitlines() if line.strip()), "")
+        description = first if text.lstrip().startswith("#") else ""
+        out.append(GinFileInfo(name, description, bound >= set(RUNNABLE_KNOBS)))
+    return out
+
+
+def _bound_train_knobs(path: Path, dirs: Sequence[Path]) -> set[str]:
+    """The ``train.*`` parameters bound by ``path`` and every file it includes."""
+    seen: list[Path] = []
+    _check_syntax(path, dirs, seen)
+    bound = set()
+    for file in seen:
+        for statement in _statements(read_gin_text(file), file, str(file)):
+            if isinstance(statement, config_parser.BindingStatement) and statement.selector == "train" \
+                    and not statement.scope:
+                bound.add(statement.arg_name)
+    return bound
+
+
 def resolve_gin_file(name: str, dirs: Sequence[Path] | None = None) -> Path:
     """Turn a ``--gin`` argument into an existing file (UserError naming where it looked)."""
     dirs = list(dirs) if dirs is not None else search_dirs()

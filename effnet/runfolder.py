@@ -152,10 +152,6 @@ def check_architecture(info, model_name: str, num_classes: int | None = None) ->
         )
 
 
-def eval_image_size(cfg) -> int:
-    return int(cfg.eval_image_size or cfg.image_size)
-
-
 def load_checkpoint_weights(model, info, model_name: str, use_ema: bool) -> bool:
     """Load raw or EMA weights of ``info`` into ``model``; returns whether EMA weights were loaded.
 
@@ -273,12 +269,12 @@ def load_run(cfg, checkpoint="latest", weights: str = "auto", precision: str | N
     use_ema = resolve_weights(weights, info)
     precision_mod.configure(precision or cfg.precision)
     model = build_model(cfg.model, num_classes, scope=scope, fresh_session=True)
-    size = eval_image_size(cfg)
+    size = cfg.eval_size
     check_image_size(model, size, cfg.model, "train.eval_image_size")
     ema = load_checkpoint_weights(model, info, cfg.model, use_ema)
     return LoadedRun(cfg, model, info, num_classes, ema, size)
 
 
 __all__ = ["CURVES", "EVAL_LOG", "EVAL_REPORT", "LABELS", "OPERATIVE_CONFIG", "REPORT", "WEIGHT_CHOICES", "LoadedRun",
-           "check_architecture", "class_names_for", "eval_image_size", "load_checkpoint_weights", "load_run",
+           "check_architecture", "class_names_for", "load_checkpoint_weights", "load_run",
            "num_classes_of", "read_labels", "resolve_weights", "run_config_file", "select_checkpoint", "write_labels"]

@@ -175,7 +175,10 @@ class Trainer:
         if cfg.sync_batchnorm:  # statistics over every replica's batch
             backend.enable_sync_batchnorm(model)
         self.stages = build_stages(cfg, model)
-        self.eval_size = cfg.eval_image_size or cfg.image_size
+        self.eval_size = cfg.eval_size
+        notice = cfg.eval_size_notice()
+        if notice and backend.is_writer:
+            print(notice, file=sys.stderr, flush=True)
         for stage in self.stages:
             check_image_size(model, int(stage.params["image_size"]), cfg.model, detail=f" (stage {stage.index + 1})",
                              hint="; raise train.image_size (or the stage schedule's base image_size)")
