@@ -41,7 +41,7 @@ from effnet.errors import UserError
 from effnet.files import write_json_atomic
 from effnet.gintext import canonical, parse_value
 
-__all__ = ["DISTRIBUTIONS", "Space", "Search", "parse_space", "parse_space_file"]
+__all__ = ["DISTRIBUTIONS", "Space", "Search", "parse_space", "parse_space_file", "plot_objective"]
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "intlog", "choice")
 STUDY_FILE = "study.db"
@@ -409,6 +409,45 @@ class Search:
         best = max(done, key=lambda t: t.value) if self.direction == "maximize" else min(done, key=lambda t: t.value)
         params = " ".join(f"--gin-param {shlex.quote(f'{k}={canonical(v)}')}" for k, v in best.params.items())
         return f"best: trial {best.number} {self.objective} {best.value:.4f}: {params}"
+
+
+def plot_objective(root, path) -> int:
+    """Draw a search's objective over its trials (and the best so far) from ``root/sweep.json``; returns the
+    number of trials with a value. Needs matplotlib (``pip install 'effnet[plot]'``)."""
+    from effnet.files import read_json_dict
+
+    summary = read_json_dict(Path(root) / "sweep.json") or {}
+    if not summary.get("objective") or not isinstance(summary.get("runs"), list):
+        raise UserError(f"{root}: not an `effnet sweep --search optuna` folder (its sweep.json has no objective)")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("drawing the objective needs matplotlib: pip install 'effnet[plot]'") from None
+    points = sorted((r["trial"], r["value"]) for r in summary["runs"]
+                    if isinstance(r, dict) and isinstance(r.get("trial"), int) and _is_number(r.get("value")))
+    pruned = sorted(r["trial"] for r in summary["runs"] if isinstance(r, dict) and r.get("status") == "pruned")
+    better = max if summary.get("direction", "maximize") == "maximize" else min
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if points:
+        xs, ys = zip(*points)
+        best = [better(ys[:i + 1]) for i in range(len(ys))]
+        ax.plot(xs, ys, "o", label=f"{summary['objective']} of a finished trial")
+        ax.step(xs, best, where="post", label="best so far")
+    for number in pruned:
+        ax.axvline(number, color="0.8", linestyle=":", linewidth=1)
+    ax.set_xlabel("trial" + (" (dotted: pruned)" if pruned else ""))
+    ax.set_ylabel(summary["objective"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(points)
 
 
 def _alive(pid) -> bool:

@@ -214,7 +214,10 @@ class BackgroundSink(Logger):
         with self.wake:
             self.closing = True
             self.wake.notify()
-        self.thread.join(min(self.close_timeout, 5.0) if self.failing else self.close_timeout)
+        wait = min(self.close_timeout, 5.0) if self.failing else self.close_timeout
+        if extra is not None and not self.failing:
+            wait = max(wait, 600.0)  # a model to log (asked for with log_model): give the upload its time
+        self.thread.join(wait)
         if self.thread.is_alive() or self.queue:
             with self.wake:
                 self.stopped = True
@@ -348,6 +351,19 @@ class EffnetSavedModel:
         return pd.DataFrame({k: list(v.numpy()) for k, v in out.items()})
 
 
+def _requirements() -> list[str]:
+    """What the pyfunc model needs to load and predict, pinned to the versions that wrote it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("tensorflow", "pandas"):
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
 def _python_model():
     """The pyfunc wrapper as a subclass of ``mlflow.pyfunc.PythonModel`` (made when mlflow is imported)."""
     import mlflow.pyfunc
@@ -478,7 +494,8 @@ class MLflowSink(BackgroundSink):
         mlflow.set_tracking_uri(self.tracking_uri)
         with mlflow.start_run(run_id=self.run_id):
             mlflow.pyfunc.log_model(name="model", python_model=_python_model()(),
-                                    artifacts={"saved_model": str(export_dir / "saved_model")})
+                                    artifacts={"saved_model": str(export_dir / "saved_model")},
+                                    pip_requirements=_requirements())  # inferring them takes minutes
 
 
 @gin.configurable("mlflow")
