@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from effnet.compare import report_complete
+from effnet.compare import pid_alive, report_complete
 from effnet.errors import UserError
 from effnet.files import write_json_atomic
 from effnet.gintext import canonical, parse_value
@@ -113,20 +113,25 @@ def parse_spec(key: str, text: str, where: str) -> Space:
     return Space(key, kind, (low, high), where)
 
 
-def parse_space(options: Sequence[str]) -> list[Space]:
-    """The search space of ``--vary 'KEY=SPEC'`` options (position ``--vary #N`` in errors)."""
+def _add(spaces: list[Space], text: str, where: str) -> None:
+    """Append the space of one ``KEY = SPEC`` text (its key checked, searched once)."""
     from effnet.sweep import _check_key
 
+    key, spec = (p.strip() for p in text.split("=", 1))
+    _check_key(key, where, False)
+    if any(s.key == key for s in spaces):
+        raise UserError(f"{where}: {key} is searched twice; keep one spec")
+    spaces.append(parse_spec(key, spec, where))
+
+
+def parse_space(options: Sequence[str]) -> list[Space]:
+    """The search space of ``--vary 'KEY=SPEC'`` options (position ``--vary #N`` in errors)."""
     spaces: list[Space] = []
     for i, option in enumerate(options, 1):
         where = f"--vary #{i} {option!r}"
         if "=" not in option:
             raise UserError(f"{where}: expected KEY=SPEC, e.g. --vary 'train.lr_init=loguniform(1e-4, 1e-2)'")
-        key, text = (p.strip() for p in option.split("=", 1))
-        _check_key(key, where, False)
-        if any(s.key == key for s in spaces):
-            raise UserError(f"{where}: {key} is searched twice; keep one spec")
-        spaces.append(parse_spec(key, text, where))
+        _add(spaces, option, where)
     if not spaces:
         raise UserError("--search optuna needs a search space: --vary 'KEY=SPEC' (repeatable) or --variants FILE")
     return spaces
@@ -134,8 +139,6 @@ def parse_space(options: Sequence[str]) -> list[Space]:
 
 def parse_space_file(path) -> list[Space]:
     """``scope.name = SPEC`` lines of a variants file (``[name]`` headers and ``#`` comments are skipped)."""
-    from effnet.sweep import _check_key
-
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -149,11 +152,7 @@ def parse_space_file(path) -> list[Space]:
         where = f"{path}:{lineno}"
         if "=" not in line:
             raise UserError(f"{where}: expected 'scope.name = SPEC', e.g. 'train.lr_init = loguniform(1e-4, 1e-2)'")
-        key, text = (p.strip() for p in line.split("=", 1))
-        _check_key(key, where, False)
-        if any(s.key == key for s in spaces):
-            raise UserError(f"{where}: {key} is searched twice; keep one spec")
-        spaces.append(parse_spec(key, text, where))
+        _add(spaces, line, where)
     if not spaces:
         raise UserError(f"{path}: no search space; write 'scope.name = SPEC' lines, e.g. 'train.lr_init = loguniform(1e-4, 1e-2)'")
     return spaces
@@ -257,7 +256,7 @@ class Search:
             trials = study.get_trials(deepcopy=False)
             for t in trials:
                 owner = t.user_attrs.get("owner") or {}
-                if t.state == state.RUNNING and owner.get("host") == self.host and not _alive(owner.get("pid")):
+                if t.state == state.RUNNING and owner.get("host") == self.host and not pid_alive(owner.get("pid"), "effnet"):
                     trial = optuna.trial.Trial(study, trial_id(t))
                     trial.set_user_attr("owner", {"host": self.host, "pid": os.getpid()})
                     return trial, t.params, set(t.intermediate_values)
@@ -448,23 +447,6 @@ def plot_objective(root, path) -> int:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return len(points)
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
 
 
 def trial_id(frozen) -> int:
