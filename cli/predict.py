@@ -45,9 +45,13 @@ def _format_predictions(predictions, fmt: str, header: dict, errors: list[dict])
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the output to this file.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
 @precision_option
+@click.option("--artifact", type=click.Path(), default=None,
+              help="Serve from this exported artifact (.tflite, .onnx, OpenVINO folder, SavedModel) in its own runtime.")
+@click.option("--runtime", type=click.Choice(["tf", "tflite", "onnxruntime", "openvino"]), default=None,
+              help="With --artifact: the runtime (default: from the artifact's kind).")
 @click.argument("images", nargs=-1)
 def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, labels_file, top_k, fmt, output,
-            batch_size, precision, images):
+            batch_size, precision, artifact, runtime, images):
     """Predict classes for images, folders (searched recursively) or globs.
 
     JPEG, PNG, BMP and GIF of any size, preprocessed as in evaluation (centre crop, resize to the
@@ -59,6 +63,7 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
       effnet predict --model-dir runs/quickstart photos/*.jpg
       effnet predict --model-dir runs/quickstart photos/ --format csv -o predictions.csv
       effnet predict --model-dir /results 'shots/**/*.png' --labels classes.txt --top-k 3 --format json
+      effnet predict --model-dir runs/quickstart --artifact runs/quickstart/export/model.onnx photos/
     """
     from effnet.api import predict as predict_images
     from effnet.images import find_images
@@ -78,7 +83,8 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
     def call(progress=None):
         return predict_images(model_dir, paths, gin_files, gin_params, data_dir, checkpoint=checkpoint, weights=weights,
                               labels=labels_file, top_k=top_k, batch_size=batch_size, precision=precision,
-                              on_error=on_error, progress=progress, on_loaded=on_loaded)
+                              on_error=on_error, progress=progress, on_loaded=on_loaded, artifact=artifact,
+                              runtime=runtime)
 
     if bar is not None:
         with bar:
