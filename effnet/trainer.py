@@ -171,6 +171,10 @@ class Trainer:
         self.num_classes = int(info.num_classes)
         self.num_train = int(info.num_examples.get("train", 0))
 
+        if cfg.from_weights:  # the model must reproduce what the weights were trained with (normalisation, padding)
+            from effnet.weights import bind_weight_settings
+
+            bind_weight_settings(registry.get("model", cfg.model), cfg.from_weights)
         self.model = model = build_model(cfg.model, self.num_classes, scope=backend.scope())
         if cfg.sync_batchnorm:  # statistics over every replica's batch
             backend.enable_sync_batchnorm(model)
