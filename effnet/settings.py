@@ -24,6 +24,9 @@ from effnet.errors import UserError, did_you_mean
 from effnet.validate import MAX_IMAGE_SIZE, check_number
 
 MODES = ("train", "train_and_eval")
+# The largest evaluation/training size ratio a recipe intends (the seed evaluates its 300 px V2-S
+# at 384 px, 1.28x); beyond it (either way) the run says so at start-up.
+MAX_EVAL_SIZE_RATIO = 1.35
 
 
 @gin.configurable("train")
@@ -43,7 +46,7 @@ class TrainConfig:
     # CPU, device memory on a GPU); None: 70% of what the process may use (MemAvailable, cgroup limit)
     memory_budget_gb: float | None = None
     image_size: int = 224  # training image size (of the last stage when progressive)
-    eval_image_size: int | None = None  # default: image_size
+    eval_image_size: int | None = None  # default: image_size (TrainConfig.eval_size)
     eval_batch_size: int | None = None  # default: the training micro-batch
     eval_every_epochs: int = 1
     optimizer: str | None = None  # a registered optimizer (gin/base/train.gin: 'rmsprop')
@@ -144,6 +147,25 @@ class TrainConfig:
     @property
     def micro_batch(self) -> int:
         return self.batch_size // self.grad_accum_steps
+
+    @property
+    def eval_size(self) -> int:
+        """The evaluation image size: ``train.eval_image_size`` when bound, else the training size.
+
+        Recipes bind it only where they mean a larger evaluation (the seed's 300 -> 384), so a user
+        who changes ``train.image_size`` gets an evaluation at that size without a second knob.
+        """
+        return int(self.eval_image_size or self.image_size)
+
+    def eval_size_notice(self) -> str | None:
+        """One line when evaluation runs at a size the recipes never intend for this training size."""
+        ratio = self.eval_size / self.image_size
+        if 1 / MAX_EVAL_SIZE_RATIO <= ratio <= MAX_EVAL_SIZE_RATIO:
+            return None
+        return (f"effnet: evaluating at train.eval_image_size={self.eval_size} px, {ratio:.2g}x the training size "
+                f"train.image_size={self.image_size} (recipes evaluate at 1-{MAX_EVAL_SIZE_RATIO:g}x); a model "
+                f"trained at one size usually scores far lower at another: unbind train.eval_image_size (or set "
+                f"it to None) to evaluate at the training size")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -155,8 +155,7 @@ class Trainer:
         self.backend = backend = registry.get("backend", cfg.plugin("backend"))()
         backend.setup()
         backend.check_launch(cfg.plugin("backend"))
-        if backend.is_writer:
-            ckpt_mod.ensure_writable(self.model_dir)
+        self.run_lock = runfolder.lock_run_folder(self.model_dir, backend.is_writer)  # one training per folder
 
         keras.backend.clear_session()  # fresh layer names and graphs when runs share a process
         precision_mod.configure(cfg.precision)
@@ -179,7 +178,10 @@ class Trainer:
         if cfg.sync_batchnorm:  # statistics over every replica's batch
             backend.enable_sync_batchnorm(model)
         self.stages = build_stages(cfg, model)
-        self.eval_size = cfg.eval_image_size or cfg.image_size
+        self.eval_size = cfg.eval_size
+        notice = cfg.eval_size_notice()
+        if notice and backend.is_writer:
+            print(notice, file=sys.stderr, flush=True)
         for stage in self.stages:
             check_image_size(model, int(stage.params["image_size"]), cfg.model, detail=f" (stage {stage.index + 1})",
                              hint="; raise train.image_size (or the stage schedule's base image_size)")
@@ -287,6 +289,8 @@ class Trainer:
         cfg = self.cfg
         latest = ckpt_mod.latest_checkpoint(self.model_dir)
         if latest is None:
+            if self.backend.is_writer:  # only damaged ones: starting over, they are kept aside (and said so)
+                ckpt_mod.set_aside_damaged(self.model_dir)
             if cfg.from_weights:
                 from effnet.weights import load_weights
 
@@ -341,12 +345,14 @@ class Trainer:
             finally:
                 self.log.close()
         finally:
+            if getattr(self, "run_lock", None) is not None:
+                self.run_lock.release()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
     # -- stopping on request -----------------------------------------------------------------------
     def _catch_stop_signals(self) -> dict:
-        """SIGTERM (what schedulers send before killing) and SIGINT ask for a stop at the next step
+        """SIGTERM (what schedulers send before killing), SIGINT and SIGHUP (a closed terminal) ask for a stop at the next step
         boundary (or the next evaluation batch), after a checkpoint; a second SIGINT stops at once.
         Main thread only."""
         self.stop_signal = None
@@ -360,7 +366,7 @@ class Trainer:
             print(f"effnet: {signal.Signals(signum).name} received; saving a checkpoint at the next step boundary "
                   f"or evaluation batch (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
 
-        return {signum: signal.signal(signum, ask) for signum in (signal.SIGTERM, signal.SIGINT)}
+        return {signum: signal.signal(signum, ask) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def _stop_asked(self) -> bool:
         return getattr(self, "stop_signal", None) is not None

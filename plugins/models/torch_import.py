@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 import zipfile
@@ -81,8 +82,10 @@ _SAFETENSORS_DTYPES = {
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    from effnet.paths import open_input
+
+    with open_input(path, "weights file") as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise UserError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
@@ -164,9 +167,9 @@ def _unwrap(obj, path: Path, notes: list[str]) -> dict:
 
 def read_state_dict(path) -> tuple[dict[str, np.ndarray], list[str]]:
     """``{name: float32/int array}`` from a .safetensors or .pth/.pt/.bin file, and notes on what was read."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file {str(path)!r} not found or not a regular file")
+    from effnet.paths import check_input
+
+    path = check_input(path, "weights file")  # a FIFO, device or link loop is named, never opened
     notes: list[str] = []
     if path.suffix.lower() == ".safetensors":
         raw = _read_safetensors(path)

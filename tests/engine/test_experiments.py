@@ -76,3 +76,25 @@ def test_large_batch_recipe_uses_nvlamb():
     assert (cfg.optimizer, cfg.lr_init, cfg.weight_decay) == ("nvlamb", 5e-5, 0.0)
     assert gin.query_parameter("nvlamb.weight_decay") == 1e-5
     assert gin.query_parameter("cosine.warmup_epochs") == 10
+
+
+@pytest.mark.parametrize("name,bindings,eval_size,notice", [
+    # the own-images recipe at a smaller size evaluates at that size (it used to stay at 64: 12.9% top-1)
+    ("image_folder", ["train.image_size = 32"], 32, False),
+    ("image_folder", [], 64, False),
+    ("quickstart", ["train.image_size = 96"], 96, False),
+    # the seed's intended 300 -> 384 says nothing; a bound 384 for a 128 px training does
+    ("efficientnet_v2_s/amp_8xA100", [], 384, False),
+    ("efficientnet_v2_s/amp_8xA100", ["train.image_size = 128"], 384, True),
+    ("image_folder", ["train.image_size = 32", "train.eval_image_size = 64"], 64, True),
+])
+def test_evaluation_size_follows_the_training_size(name, bindings, eval_size, notice):
+    from effnet.settings import TrainConfig
+
+    config.parse([name], bindings, macros={"MODEL_DIR": "/tmp/x", "DATA_DIR": "/data"})
+    cfg = TrainConfig()
+    assert cfg.eval_size == eval_size
+    line = cfg.eval_size_notice()
+    assert (line is not None) == notice
+    if notice:
+        assert "\n" not in line and f"train.eval_image_size={eval_size}" in line and "unbind" in line
