@@ -274,3 +274,64 @@ def test_zip_checkpoint_wrapped_in_a_training_checkpoint(tmp_path):
     model, report = import_keras_weights(path)
     assert "state_dict_ema" in str(report)
     assert _max_rel(model(fx.images(fixture), training=False), fixture["logits"]) <= 1e-4
+
+
+# --------------------------------------------------------------------------------------------------
+# Fine-tuning: --from-weights binds what the weights need, and the run keeps it for eval/predict/export
+
+
+@pytest.mark.slow
+def test_fine_tune_from_pytorch_weights_records_what_they_need(tmp_path, capsys):
+    from tests.engine import runs
+
+    fixture = fx.load("timm_efficientnet_lite0")  # timm's own Lite0: symmetric padding, BN eps 1e-5, ImageNet mean/std
+    source = _write(tmp_path, "lite0", fixture, "safetensors")
+    weights = tmp_path / "lite0.weights.h5"
+    assert run_inprocess(capsys, "import-weights", str(source), str(weights), "--from", "timm:efficientnet_lite0").code == 0
+    gin_path = runs.write_gin(tmp_path, "\n".join([
+        "train.model = 'efficientnet_lite0'", "efficientnet.width = None", "efficientnet.depth = None",
+        "efficientnet.freeze = 'backbone'", "train.epochs = 1", "train.steps_per_epoch = 2", "train.plot = False", "",
+    ]))
+    run_dir = tmp_path / "run"
+    result = run_inprocess(capsys, *runs.cli_args(gin_path, run_dir), "--from-weights", str(weights))
+    assert result.code == 0, result.err
+    operative = (run_dir / "operative_config.gin").read_text()
+    for line in ("efficientnet.padding = 'symmetric'", "efficientnet.bn_epsilon = 1e-05", "efficientnet.normalization = 'imagenet'"):
+        assert line in operative
+    # what eval / predict / export build from the run: the source's padding and epsilon, the backbone's weights
+    import effnet
+
+    run = effnet.load_run(run_dir)
+    assert run.model.get_layer("stem_pad") is not None and run.model.get_layer("stem_bn").epsilon == 1e-5
+    state = fx.state_dict(fixture)
+    np.testing.assert_array_equal(np.array(run.model.get_layer("stem_conv").kernel.value), state["conv_stem.weight"].transpose(2, 3, 1, 0))
+    assert run_inprocess(capsys, "eval", "--model-dir", str(run_dir)).code == 0
+
+    # an efficientnet_pytorch .pth directly (its layout says what it needs), and a config that contradicts the weights
+    pytest.importorskip("torch", reason="the torch extra (make test installs it)")
+    pth = _write(tmp_path, "b0", fx.load("effnet_pytorch_b0"), "pth")
+    b0 = runs.write_gin(tmp_path, "\n".join([
+        "train.model = 'efficientnet_b0'", "efficientnet.width = None", "efficientnet.depth = None",
+        "efficientnet.freeze = 'backbone'", "train.epochs = 1", "train.steps_per_epoch = 1", "train.plot = False",
+        "train.mode = 'train'", "",
+    ]), name="b0.gin")
+    refused = run_inprocess(capsys, *runs.cli_args(b0, tmp_path / "b0bad", "efficientnet.padding = 'symmetric'"), "--from-weights", str(pth))
+    assert refused.code == 2 and "the weights need efficientnet.padding = 'same', the config binds 'symmetric'" in refused.err
+    result = run_inprocess(capsys, *runs.cli_args(b0, tmp_path / "b0"), "--from-weights", str(pth))
+    assert result.code == 0, result.err
+    assert "efficientnet.bn_epsilon = 0.001" in (tmp_path / "b0" / "operative_config.gin").read_text()
+
+
+def test_a_symmetric_padding_lite_model_saves_and_loads(tmp_path):
+    """Serialisation (what export and .keras files use) keeps the padding and the Lite activation."""
+    from effnet.plugins.models import load_model
+
+    model = efficientnet("efficientnet_lite0", num_classes=3, width=0.25, depth=0.25, padding="symmetric", input_size=64)
+    x = fx.images({"image_seed": 1, "image_size": 64, "batch": 2})
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)), rtol=1e-5, atol=1e-6)
+    blocks = [layer for layer in loaded.layers if layer.name.startswith("block")]
+    assert all(b.padding == "symmetric" and b.activation == "relu6" for b in blocks)
+    assert loaded.get_layer("block2a").dwconv.padding == "valid"
