@@ -52,8 +52,7 @@ SWEEP_GROUP_ENV = "EFFNET_SWEEP_GROUP"
 
 
 def _require(module: str, extra: str) -> None:
-    """A one-line error naming the extra when ``module`` is not installed. Only looked up here: the heavy
-    import happens on the sink's thread, so it does not hold up the run's start."""
+    """A one-line error naming the extra when ``module`` is not installed (looked up, not imported)."""
     import importlib.util
 
     try:
@@ -380,6 +379,10 @@ class MLflowSink(BackgroundSink):
         _require("mlflow", "mlflow")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # our thread retries, without blocking anyone
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # Imported here, before training starts: imported on the sink's thread it took the GIL from the first
+        # training steps (a 12 s tiny run trained 6% slower with a tracker that was down; see benchmarks/tracker_down.py)
+        import mlflow  # noqa: F401
+
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None  # None: MLflow's default
         group = os.environ.get(SWEEP_GROUP_ENV) or None
         self.experiment = experiment or group or "effnet"
