@@ -30,7 +30,20 @@ FORMAT = click.Choice(["table", "csv", "json", "markdown"])
 @click.option("--launcher", metavar="'COMMAND'", help="Start each run through this command, e.g. 'horovodrun -np 2'.")
 @click.option("--format", "fmt", type=FORMAT, default="table", show_default=True, help="How to print the final comparison.")
 @click.option("--dry-run", is_flag=True, help="Print each run's folder, state and command; train nothing.")
-def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run):
+@click.option("--search", type=click.Choice(["grid", "optuna"]), default="grid", show_default=True,
+              help="grid: every --vary combination or variant; optuna: a search over --vary 'KEY=loguniform(a, b)', "
+                   "uniform(a, b), int(a, b), intlog(a, b), choice(a, ...) specs (or a file of them).")
+@click.option("--trials", type=int, default=10, show_default=True, help="--search optuna: how many trials the study holds.")
+@click.option("--objective", default="val_ema_top1", show_default=True, help="--search optuna: the report.json number to optimise.")
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]), default="maximize", show_default=True)
+@click.option("--search-seed", type=int, default=0, show_default=True, help="--search optuna: the TPE sampler's seed.")
+@click.option("--pruner", type=click.Choice(["median", "halving", "none"]), default="median", show_default=True,
+              help="--search optuna: stop trials whose per-epoch evaluation falls behind.")
+@click.option("--storage", metavar="URL", default=None,
+              help="--search optuna: the study's database (default sqlite:///ROOT/study.db); a shared URL lets "
+                   "sweep processes on several machines work on one study.")
+def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run, search, trials,
+          objective, direction, search_seed, pruner, storage):
     """Train variants of an experiment one after another, then compare them.
 
     Each variant trains with `effnet train` in ROOT/<what differs>. A failing variant does not stop
@@ -50,6 +63,10 @@ def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, l
     from effnet import compare
     from effnet.sweep import Sweep
 
+    if search == "optuna":
+        _search(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run, trials,
+                objective, direction, search_seed, pruner, storage)
+        return
     plan = Sweep.plan(root, gin_files, gin_params, data_dir=data_dir, varies=varies, variants_file=variants_file,
                       seeds=seeds, launcher=launcher)
     plan.validate()
@@ -76,14 +93,53 @@ def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, l
                         f"same command again (finished runs are skipped)")
 
 
+def _search(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run, trials,
+            objective, direction, search_seed, pruner, storage):
+    """`effnet sweep --search optuna`: every spec checked (and gin with each), then the study's trials."""
+    from effnet import compare, search as search_mod
+    from effnet.sweep import Sweep, resolve_variants_file
+
+    if varies and variants_file:
+        raise UserError("pass either --vary specs or --variants FILE, not both")
+    spaces = (search_mod.parse_space_file(resolve_variants_file(variants_file)) if variants_file
+              else search_mod.parse_space(varies))
+    plan = Sweep.plan(root, gin_files, gin_params, data_dir=data_dir, seeds=seeds, launcher=launcher, search=True)
+    shared = {p.split("=", 1)[0].strip(): p for p in gin_params}
+    for space in spaces:
+        if space.key in shared:
+            raise UserError(f"{space.where}: {space.key} is also set by --gin-param {shared[space.key]!r}; set it in one place")
+    study = search_mod.Search(plan, spaces, trials, objective=objective, direction=direction, seed=search_seed,
+                              pruner=pruner, storage=storage)
+    study.validate()
+    if dry_run:
+        for space in spaces:
+            click.echo(f"{space.key}: {space.kind}{space.args!r}")
+        click.echo(f"{trials} trials, {objective} ({direction}), study {study.storage}")
+        return
+    study.run(echo=click.echo)
+    comparison = compare.compare(compare.collect([plan.root]))
+    click.echo("")
+    click.echo(compare.render(comparison, fmt), nl=False)
+    best = study.best_line()
+    if best:
+        click.echo(best)
+    try:
+        drawn = search_mod.plot_objective(plan.root, plan.root / "objective.png")
+        click.echo(f"objective of {drawn} trials: {plan.root / 'objective.png'}")
+    except UserError as exc:  # no matplotlib: the table is still there
+        click.echo(f"no picture: {exc}")
+
+
 @click.command(context_settings=CONTEXT)
 @click.argument("run_dirs", nargs=-1, type=click.Path(), metavar="RUN_DIRS...")
 @click.option("--format", "fmt", type=FORMAT, default="table", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw every run's validation curve into this PNG.")
 @click.option("--plot-metric", default="top1", show_default=True,
-              type=click.Choice(["top1", "val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss"]),
-              help="The curve to draw; top1: the EMA weights' top-1 where a run keeps an EMA, else the raw weights'.")
+              type=click.Choice(["top1", "val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss",
+                                 "objective"]),
+              help="The curve to draw; top1: the EMA weights' top-1 where a run keeps an EMA, else the raw weights'; "
+                   "objective: a search's objective over its trials (one `effnet sweep --search optuna` folder).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
 def compare(run_dirs, fmt, plot_path, plot_metric, output):
     """Compare runs: a column per gin binding that differs, and the final metrics.
@@ -118,7 +174,14 @@ def compare(run_dirs, fmt, plot_path, plot_metric, output):
         write_text_atomic(Path(output), text)
     else:
         click.echo(text, nl=False)
-    if plot_path:
+    if plot_path and plot_metric == "objective":
+        from effnet.search import plot_objective
+
+        if len(run_dirs) != 1:
+            raise UserError("--plot-metric objective draws one search: pass its sweep folder only")
+        drawn = plot_objective(run_dirs[0], plot_path)
+        click.echo(f"objective of {drawn} trials: {plot_path}", err=bool(not output))
+    elif plot_path:
         drawn = compare_mod.plot(comparison, plot_path, metric=plot_metric)
         click.echo(f"curves of {len(drawn)} runs: {plot_path}", err=bool(not output))
 

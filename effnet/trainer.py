@@ -31,6 +31,7 @@ from pathlib import Path
 from effnet import checkpoint as ckpt_mod
 from effnet import config as config_mod
 from effnet import data, registry, runfolder, stages
+from effnet.data import balance
 from effnet import precision as precision_mod
 from effnet.distribute import plan_batch, replica_notice
 from effnet.errors import Interrupted, UserError
@@ -125,7 +126,13 @@ class NonFiniteLoss(UserError):
 
 
 def _val_metrics(result, prefix: str) -> dict[str, float]:
-    return {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
+    metrics = {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
+    if result.confusion is not None:  # per-class figures, so `effnet compare` can show an ablation's effect on them
+        from effnet.perclass import per_class_report
+
+        figures = per_class_report(result.confusion)
+        metrics.update({f"{prefix}{k}": figures[k] for k in ("balanced_accuracy", "macro_f1") if figures[k] is not None})
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,6 +176,8 @@ class Trainer:
         self.class_names = info.class_names
         self.num_classes = int(info.num_classes)
         self.num_train = int(info.num_examples.get("train", 0))
+        self.class_weights = balance.resolve_class_weights(  # checked before the model is built
+            cfg.class_weights, self.num_classes, info.class_names, counts=lambda: balance.class_counts(self.source))
 
         self.model = model = build_model(cfg.model, self.num_classes, scope=backend.scope())
         if cfg.sync_batchnorm:  # statistics over every replica's batch
@@ -206,8 +215,9 @@ class Trainer:
             model, self.optimizer, global_batch=self.global_batch, backend=backend,
             label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
             decay_vars=decayed_variables(model, cfg.decay_bias, cfg.decay_norm),
-            accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step)
-        self.evaluator = Evaluator(model, backend, jit_compile=self.xla)
+            accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step,
+            class_weights=self.class_weights)
+        self.evaluator = Evaluator(model, backend, jit_compile=self.xla, num_classes=self.num_classes)
 
         objects = ckpt_mod.checkpoint_objects(model, self.optimizer, self.ema, global_step=self.global_step,
                                               **self.step.checkpoint_objects())
