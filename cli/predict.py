@@ -49,9 +49,13 @@ def _format_predictions(predictions, fmt: str, header: dict, errors: list[dict])
               help="Write a Grad-CAM overlay PNG per image (for its top class) into DIR.")
 @click.option("--explain-class", default=None, metavar="NAME",
               help="With --explain: an overlay for this class too (a name from labels.txt or an index).")
+@click.option("--artifact", type=click.Path(), default=None,
+              help="Serve from this exported artifact (.tflite, .onnx, OpenVINO folder, SavedModel) in its own runtime.")
+@click.option("--runtime", type=click.Choice(["tf", "tflite", "onnxruntime", "openvino"]), default=None,
+              help="With --artifact: the runtime (default: from the artifact's kind).")
 @click.argument("images", nargs=-1)
 def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, labels_file, top_k, fmt, output,
-            batch_size, precision, explain_dir, explain_class, images):
+            batch_size, precision, explain_dir, explain_class, artifact, runtime, images):
     """Predict classes for images, folders (searched recursively) or globs.
 
     JPEG, PNG, BMP and GIF of any size, preprocessed as in evaluation (centre crop, resize to the
@@ -64,6 +68,7 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
       effnet predict --model-dir runs/quickstart photos/ --format csv -o predictions.csv
       effnet predict --model-dir /results 'shots/**/*.png' --labels classes.txt --top-k 3 --format json
       effnet predict --model-dir runs/quickstart photos/ --explain explained/ --explain-class ring
+      effnet predict --model-dir runs/quickstart --artifact runs/quickstart/export/model.onnx photos/
     """
     from effnet.api import predict as predict_images
     from effnet.images import find_images
@@ -90,7 +95,7 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
         return predict_images(model_dir, paths, gin_files, gin_params, data_dir, checkpoint=checkpoint, weights=weights,
                               labels=labels_file, top_k=top_k, batch_size=batch_size, precision=precision,
                               on_error=on_error, progress=progress, on_loaded=on_loaded, explain=explain_dir,
-                              explain_class=explain_class)
+                              explain_class=explain_class, artifact=artifact, runtime=runtime)
 
     if bar is not None:
         with bar:

@@ -53,7 +53,9 @@ class Predictor:
 
     def __init__(self, model, image_size: int, top_k: int = 5, class_names: Sequence[str] | None = None,
                  crop_fraction: float | None = None, method: str = "bilinear", jit_compile: bool = False,
-                 whole_frame: bool = False):
+                 whole_frame: bool = False, forward=None):
+        """``forward``: float images -> probabilities (numpy), e.g. an exported artifact in its runtime
+        (:func:`effnet.runtimes.load`); default the model's frozen forward pass."""
         import tensorflow as tf
 
         self.model = model
@@ -68,7 +70,9 @@ class Predictor:
 
         self._decode = decode
         # the weights are frozen into the graph when the first batch arrives (effnet.models.InferenceFunction)
-        self._probabilities = InferenceFunction(model, metrics.probabilities, jit_compile=jit_compile)
+        self._forward = forward
+        if forward is None:
+            self._probabilities = InferenceFunction(model, metrics.probabilities, jit_compile=jit_compile)
 
     def decode(self, path) -> "np.ndarray":  # noqa: F821
         import tensorflow as tf
@@ -90,6 +94,10 @@ class Predictor:
         raise ImageError(f"is not a readable JPEG/PNG/BMP/GIF image ({'; '.join(details)[:200]})")
 
     def probabilities(self, images) -> "np.ndarray":  # noqa: F821
+        if self._forward is not None:
+            import numpy as np
+
+            return np.asarray(self._forward(np.asarray(images, np.float32)))
         return self._probabilities(images).numpy()
 
     def top_k_of(self, probs, path: str) -> Prediction:
@@ -156,13 +164,21 @@ def dataset_class_names(cfg) -> Callable[[], list[str] | None]:
 def predict_run(cfg, paths: Sequence, checkpoint: str = "latest", weights: str = "auto", labels_file=None,
                 top_k: int = 5, batch_size: int = 32, on_error: Callable[[str, str], None] | None = None,
                 progress: Callable[[int], None] | None = None, on_loaded: Callable[[object], None] | None = None,
-                explain_dir=None, explain_class: str | None = None) -> PredictResult:
+                explain_dir=None, explain_class: str | None = None, artifact=None,
+                runtime: str | None = None) -> PredictResult:
     """Predict ``paths`` with a run (gin holds its config; ``cfg`` its TrainConfig).
 
     Undecodable files are collected in ``errors`` (and passed to ``on_error(path, reason)``).
     ``explain_dir``: write a Grad-CAM overlay PNG per image for its top class (and ``explain_class``,
-    a class name or index) into that folder (:mod:`effnet.explain`).
+    a class name or index) into that folder (:mod:`effnet.explain`). With ``artifact`` the forward
+    pass is that exported artifact's, in its own runtime (``runtime`` or the one its kind implies);
+    the run still supplies the preprocessing and the class names (and the model for explanations).
     """
+    loaded = None
+    if artifact is not None:
+        from effnet import runtimes
+
+        loaded = runtimes.load(artifact, runtime)
     run = runfolder.load_run(cfg, checkpoint=checkpoint, weights=weights)
     if on_loaded is not None:
         on_loaded(run)
@@ -176,9 +192,10 @@ def predict_run(cfg, paths: Sequence, checkpoint: str = "latest", weights: str =
     elif explain_class is not None:
         raise UserError("--explain-class needs --explain DIR (where the overlays go)")
     opts = pipeline_options()
-    predictor = Predictor(run.model, run.image_size, top_k=top_k, class_names=names,
+    size = (loaded.image_size if loaded is not None else None) or run.image_size
+    predictor = Predictor(run.model, size, top_k=top_k, class_names=names,
                           crop_fraction=opts.eval_crop_fraction, method=opts.resize_method,
-                          whole_frame=opts.eval_whole_frame)
+                          whole_frame=opts.eval_whole_frame, forward=loaded.predict if loaded is not None else None)
     errors: list[dict] = []
 
     def failed(path, reason):

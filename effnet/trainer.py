@@ -179,6 +179,10 @@ class Trainer:
         self.class_weights = balance.resolve_class_weights(  # checked before the model is built
             cfg.class_weights, self.num_classes, info.class_names, counts=lambda: balance.class_counts(self.source))
 
+        if cfg.from_weights:  # the model must reproduce what the weights were trained with (normalisation, padding)
+            from effnet.weights import bind_weight_settings
+
+            bind_weight_settings(registry.get("model", cfg.model), cfg.from_weights)
         self.model = model = build_model(cfg.model, self.num_classes, scope=backend.scope())
         if cfg.sync_batchnorm:  # statistics over every replica's batch
             backend.enable_sync_batchnorm(model)
