@@ -31,6 +31,7 @@ from pathlib import Path
 from effnet import checkpoint as ckpt_mod
 from effnet import config as config_mod
 from effnet import data, registry, runfolder, stages
+from effnet.data import balance
 from effnet import precision as precision_mod
 from effnet.distribute import plan_batch, replica_notice
 from effnet.errors import Interrupted, UserError
@@ -169,6 +170,8 @@ class Trainer:
         self.class_names = info.class_names
         self.num_classes = int(info.num_classes)
         self.num_train = int(info.num_examples.get("train", 0))
+        self.class_weights = balance.resolve_class_weights(  # checked before the model is built
+            cfg.class_weights, self.num_classes, info.class_names, counts=lambda: balance.class_counts(self.source))
 
         if cfg.from_weights:  # the model must reproduce what the weights were trained with (normalisation, padding)
             from effnet.weights import bind_weight_settings
@@ -210,7 +213,8 @@ class Trainer:
             model, self.optimizer, global_batch=self.global_batch, backend=backend,
             label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
             decay_vars=decayed_variables(model, cfg.decay_bias, cfg.decay_norm),
-            accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step)
+            accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step,
+            class_weights=self.class_weights)
         self.evaluator = Evaluator(model, backend, jit_compile=self.xla)
 
         objects = ckpt_mod.checkpoint_objects(model, self.optimizer, self.ema, global_step=self.global_step,
