@@ -19,7 +19,7 @@ from effnet.cli.options import CONTEXT, checkpoint_option, gin_options, precisio
 @click.option("--image-size", type=click.IntRange(1), default=None, help="Shorthand for train.eval_image_size.")
 @precision_option
 @click.option("--xla/--no-xla", default=None, help="Shorthand for train.xla (default: the run's; on for GPUs).")
-@click.option("--show-errors", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
+@click.option("--show-errors", type=click.IntRange(0, 200), default=0, show_default=True, metavar="N",
               help="Draw the N most confident mistakes per weights into MODEL_DIR/eval_errors_<weights>.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @click.option("--artifact", type=click.Path(), default=None,

@@ -367,7 +367,7 @@ class Exporter:
             first = " ".join(str(exc).strip().split("\n")[0].split())[:300]
             raise RuntimeError(f"TFLite conversion ({variant}) failed: {type(exc).__name__}: {first}") from exc
 
-    def _write_converted(self, fmt: str, tmp: Path, work: Path, calibration, int8_io: bool):
+    def write_converted(self, fmt: str, tmp: Path, work: Path, calibration, int8_io: bool):
         """Write ``fmt`` (a converted format) to ``tmp``; returns the artifact loaded in its runtime."""
         from effnet import runtimes
 
@@ -443,7 +443,7 @@ class Exporter:
                         return metrics.probabilities(loaded(x, training=False)).numpy()
                     parity = _compare(fmt, final, ref, predict(floats), bounds)
                 else:
-                    loaded = self._write_converted(fmt, tmp, work, calibration, int8_io)
+                    loaded = self.write_converted(fmt, tmp, work, calibration, int8_io)
                     predict = loaded.predict
                     parity = _compare(fmt, final, ref, predict(floats), bounds)
                 if validation is not None and parity.agrees:

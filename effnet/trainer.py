@@ -126,7 +126,13 @@ class NonFiniteLoss(UserError):
 
 
 def _val_metrics(result, prefix: str) -> dict[str, float]:
-    return {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
+    metrics = {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
+    if result.confusion is not None:  # per-class figures, so `effnet compare` can show an ablation's effect on them
+        from effnet.perclass import per_class_report
+
+        figures = per_class_report(result.confusion)
+        metrics.update({f"{prefix}{k}": figures[k] for k in ("balanced_accuracy", "macro_f1") if figures[k] is not None})
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,7 +221,7 @@ class Trainer:
             decay_vars=decayed_variables(model, cfg.decay_bias, cfg.decay_norm),
             accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step,
             class_weights=self.class_weights)
-        self.evaluator = Evaluator(model, backend, jit_compile=self.xla)
+        self.evaluator = Evaluator(model, backend, jit_compile=self.xla, num_classes=self.num_classes)
 
         objects = ckpt_mod.checkpoint_objects(model, self.optimizer, self.ema, global_step=self.global_step,
                                               **self.step.checkpoint_objects())

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from effnet.errors import UserError
+from effnet.paths import check_input
 from effnet.models import head_variables
 
 #: ``--from-weights imagenet``: handed to the model plugin's loader (``factory.load_weights``).
@@ -75,8 +76,8 @@ def load_weights(model, path, replace_head: bool = False, use_ema: bool = True, 
         report = keras_loader(model, IMAGENET, replace_head=replace_head)
         return {"loaded": None, "skipped": [], "source": IMAGENET, "ema": False, "report": str(report)}
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"--from-weights {str(path)!r} does not exist; pass a run folder, a checkpoint folder, a .weights.h5/.keras file, or imagenet")
+    hint = "; pass a run folder, a checkpoint folder, a .weights.h5/.keras file, or imagenet"
+    check_input(path, "--from-weights", folder=None, hint=hint)  # a FIFO, device or loop: named, never opened
     prefix = _find_prefix(path)
     if prefix is not None:
         return _load_tf_checkpoint(model, prefix, replace_head, use_ema)
