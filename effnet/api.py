@@ -21,9 +21,11 @@ The CLI (``effnet.cli``) is a thin layer over these functions. Errors a user can
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from effnet import config, registry, runfolder
 from effnet.errors import UserError
+from effnet.paths import check_output
 
 
 def configure(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), model_dir=None, data_dir=None,
@@ -65,15 +67,17 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), model_dir
 
 def evaluate(model_dir, gin_files: Sequence[str] = (), bindings: Sequence[str] = (), data_dir=None,
              checkpoint: str = "latest", weights: str = "both", split: str = "validation", batch_size=None,
-             image_size=None, precision=None, xla=None) -> dict:
-    """``effnet eval``: evaluate a run's checkpoint on raw and EMA weights; returns the report (eval_report.json)."""
+             image_size=None, precision=None, xla=None, show_errors: int = 0) -> dict:
+    """``effnet eval``: evaluate a run's checkpoint on raw and EMA weights; returns the report (eval_report.json).
+
+    ``show_errors=N`` also draws the N most confident mistakes per weights (eval_errors_<weights>.png)."""
     from effnet.evaluation import evaluate_run
 
     shorthands = [f"dllogger.filename = {runfolder.EVAL_LOG!r}"]
     shorthands += _shorthand("train.eval_batch_size", batch_size) + _shorthand("train.eval_image_size", image_size)
     shorthands += _shorthand("train.precision", precision) + _shorthand("train.xla", xla)
     cfg = _run_settings(model_dir, gin_files, [*shorthands, *bindings], data_dir)
-    return evaluate_run(cfg, checkpoint=checkpoint, weights=weights, split=split)
+    return evaluate_run(cfg, checkpoint=checkpoint, weights=weights, split=split, show_errors=show_errors)
 
 
 def evaluate_artifact(model_dir, artifact, runtime=None, gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
@@ -126,6 +130,9 @@ def export(model_dir, formats: Sequence[str] = ("all",), output=None, gin_files:
     from effnet.images import find_images
 
     parse_formats(formats)  # a bad format fails before anything heavy is loaded
+    if output is not None or model_dir is not None:  # absent or a folder, no device, not a run's own files
+        check_output(output if output is not None else Path(model_dir) / "export", "--output folder", folder=True,
+                     inputs=[*samples, labels, *gin_files])
     sample_files = find_images(samples) if samples else None
     calibration_files = find_images(calibration) if calibration else None
     cfg = _run_settings(model_dir, gin_files, bindings, data_dir)

@@ -29,6 +29,7 @@ from gin import config_parser
 from effnet import settings  # noqa: F401 - the engine's configurables (train, benchmark, export, loggers)
 from effnet.data import options  # noqa: F401 - the input pipeline's configurable (input_pipeline)
 from effnet.errors import UserError, closest, did_you_mean
+from effnet.paths import check_input, read_bytes
 from effnet.files import write_text_atomic
 from effnet.registry import get_registry
 from effnet.runfolder import OPERATIVE_CONFIG
@@ -124,6 +125,8 @@ def resolve_gin_file(name: str, dirs: Sequence[Path] | None = None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
+        if os.path.lexists(candidate) and not candidate.is_dir():  # a FIFO, a device, a loop: say what it is
+            check_input(candidate, "gin file")
     for d in dirs:
         for candidate in candidates:
             path = d / candidate
@@ -235,7 +238,7 @@ def read_gin_text(path: Path) -> str:
         if size > MAX_GIN_BYTES:
             raise UserError(f"{path}: not a gin file: {size} bytes, more than the {MAX_GIN_BYTES} a gin file may have; "
                             f"check the path")
-        data = path.read_bytes()
+        data = read_bytes(path, "gin file")  # a FIFO or a device is named, never read
     except OSError as exc:
         raise UserError(f"{path}: cannot read gin file: {exc.strerror or exc}; check the path and its permissions") from None
     nul = data.find(b"\0")

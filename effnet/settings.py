@@ -56,6 +56,9 @@ class TrainConfig:
     lr_init: float = 0.005  # per reference_batch images; lr = lr_init * global_batch / reference_batch
     reference_batch: int = 128
     label_smoothing: float = 0.1
+    # 'balanced' (total / (classes * count), from the training split's labels) or {class name or label: weight}
+    # (classes not named keep 1): weights each example's loss by its class; None: unweighted
+    class_weights: str | dict | None = None
     weight_decay: float = 5e-6  # L2 in the loss on conv/dense kernels (0 for optimizers that decay themselves)
     decay_bias: bool = False
     decay_norm: bool = False
@@ -91,6 +94,9 @@ class TrainConfig:
             raise UserError(f"train.mode={self.mode!r} is not one of {', '.join(MODES)}")
         precision_mod.check(self.precision)
         self._check_ranges()
+        from effnet.data.balance import check_class_weights
+
+        check_class_weights(self.class_weights)
         if self.batch_size % self.grad_accum_steps:
             raise UserError(
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}; "

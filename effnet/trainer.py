@@ -31,6 +31,7 @@ from pathlib import Path
 from effnet import checkpoint as ckpt_mod
 from effnet import config as config_mod
 from effnet import data, registry, runfolder, stages
+from effnet.data import balance
 from effnet import precision as precision_mod
 from effnet.distribute import plan_batch, replica_notice
 from effnet.errors import Interrupted, UserError
@@ -155,8 +156,7 @@ class Trainer:
         self.backend = backend = registry.get("backend", cfg.plugin("backend"))()
         backend.setup()
         backend.check_launch(cfg.plugin("backend"))
-        if backend.is_writer:
-            ckpt_mod.ensure_writable(self.model_dir)
+        self.run_lock = runfolder.lock_run_folder(self.model_dir, backend.is_writer)  # one training per folder
 
         keras.backend.clear_session()  # fresh layer names and graphs when runs share a process
         precision_mod.configure(cfg.precision)
@@ -170,6 +170,8 @@ class Trainer:
         self.class_names = info.class_names
         self.num_classes = int(info.num_classes)
         self.num_train = int(info.num_examples.get("train", 0))
+        self.class_weights = balance.resolve_class_weights(  # checked before the model is built
+            cfg.class_weights, self.num_classes, info.class_names, counts=lambda: balance.class_counts(self.source))
 
         self.model = model = build_model(cfg.model, self.num_classes, scope=backend.scope())
         if cfg.sync_batchnorm:  # statistics over every replica's batch
@@ -207,7 +209,8 @@ class Trainer:
             model, self.optimizer, global_batch=self.global_batch, backend=backend,
             label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
             decay_vars=decayed_variables(model, cfg.decay_bias, cfg.decay_norm),
-            accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step)
+            accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step,
+            class_weights=self.class_weights)
         self.evaluator = Evaluator(model, backend, jit_compile=self.xla)
 
         objects = ckpt_mod.checkpoint_objects(model, self.optimizer, self.ema, global_step=self.global_step,
@@ -286,6 +289,8 @@ class Trainer:
         cfg = self.cfg
         latest = ckpt_mod.latest_checkpoint(self.model_dir)
         if latest is None:
+            if self.backend.is_writer:  # only damaged ones: starting over, they are kept aside (and said so)
+                ckpt_mod.set_aside_damaged(self.model_dir)
             if cfg.from_weights:
                 from effnet.weights import load_weights
 
@@ -340,12 +345,14 @@ class Trainer:
             finally:
                 self.log.close()
         finally:
+            if getattr(self, "run_lock", None) is not None:
+                self.run_lock.release()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
     # -- stopping on request -----------------------------------------------------------------------
     def _catch_stop_signals(self) -> dict:
-        """SIGTERM (what schedulers send before killing) and SIGINT ask for a stop at the next step
+        """SIGTERM (what schedulers send before killing), SIGINT and SIGHUP (a closed terminal) ask for a stop at the next step
         boundary (or the next evaluation batch), after a checkpoint; a second SIGINT stops at once.
         Main thread only."""
         self.stop_signal = None
@@ -359,7 +366,7 @@ class Trainer:
             print(f"effnet: {signal.Signals(signum).name} received; saving a checkpoint at the next step boundary "
                   f"or evaluation batch (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
 
-        return {signum: signal.signal(signum, ask) for signum in (signal.SIGTERM, signal.SIGINT)}
+        return {signum: signal.signal(signum, ask) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def _stop_asked(self) -> bool:
         return getattr(self, "stop_signal", None) is not None

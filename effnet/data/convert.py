@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from effnet.data import records as rec
+from effnet.data.balance import imbalance, remedy_hint
 from effnet.data.source import SPLITS, DataSource, FolderSource, TFRecordSource
 from effnet.errors import UserError
+from effnet.paths import check_output, read_bytes, what_is
 
 
 class BadImage(Exception):
@@ -31,7 +33,10 @@ def to_jpeg_bytes(path: str, quality: int = 95) -> tuple[bytes, int, int, bool]:
     """``(jpeg bytes, height, width, converted?)`` for one image file."""
     from PIL import Image
 
-    data = Path(path).read_bytes()
+    try:  # a FIFO or a device named like an image is refused by name, never read
+        data = read_bytes(path, "image")
+    except UserError:
+        raise BadImage(f"{what_is(path)}, not a regular file") from None
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
@@ -61,10 +66,29 @@ def convert_folder(src: str, dst: str, *, train_shards: int | None = None, valid
 
     ``progress(split, total)`` must return a callable taking the number written so far.
     """
+    dst_path = check_output(dst, "DST folder", folder=True, inputs=[src])  # never inside SRC, a device, a run
     source = FolderSource(src, gin_name="SRC")
-    dst_path = Path(dst)
     if dst_path.exists() and any(n.startswith(("train-", "validation-")) for n in os.listdir(dst_path)):
         raise UserError(f"{dst} already holds TFRecord files; convert into an empty folder or delete them first")
+    existed = dst_path.exists()
+    written: list[Path] = []
+    try:
+        stats = _convert_splits(source, src, dst_path, written, train_shards, validation_shards, on_error, quality,
+                                seed, progress)
+    except BaseException:  # a refusal leaves neither records nor an empty DST behind
+        for path in written:
+            path.unlink(missing_ok=True)
+        if not existed:
+            try:
+                dst_path.rmdir()
+            except OSError:
+                pass
+        raise
+    return stats
+
+
+def _convert_splits(source, src, dst_path: Path, written: list, train_shards, validation_shards, on_error, quality,
+                    seed, progress) -> dict:
     dst_path.mkdir(parents=True, exist_ok=True)
     names = source.class_names
     label_of = {name: i for i, name in enumerate(names)}
@@ -97,8 +121,12 @@ def convert_folder(src: str, dst: str, *, train_shards: int | None = None, valid
                 stats["converted"] += int(converted)
                 per_class[cls] += 1
                 yield rec.make_example(encoded, label_of[cls] + 1, cls, "JPEG", height, width, os.path.relpath(path, src))
+            if files and not sum(per_class.values()):  # all skipped: an empty split that looks valid
+                raise UserError(f"none of the {len(files)} image(s) of {split} in {src} could be read (each is named "
+                                f"above); nothing was written: fix or replace the images")
 
         counts = rec.write_shards(dst_path, split, examples(), shards)
+        written.extend(dst_path / name for name in counts)
         stats["splits"][split] = {"examples": sum(counts.values()), "files": len(counts),
                                   "per_class": [per_class.get(n, 0) for n in names]}
     rec.write_metadata(dst_path, names, len(names), label_offset=1)
@@ -168,8 +196,11 @@ def dataset_stats(source: DataSource, check: bool = False, sample: int = 256, pr
             "height": [min(hs), int(np.median(hs)), max(hs)], "width": [min(ws), int(np.median(ws)), max(ws)],
             "aspect": [round(min(aspects), 3), round(float(np.median(aspects)), 3), round(max(aspects), 3)],
             "sampled": len(sizes), "bad_records": bad, "labels_out_of_range": out_of_range,
+            "per_class": counts, "imbalance_ratio": imbalance(counts)["ratio"],
         }
     out.update(suggest_image_size(all_sizes))
+    train = out["splits"].get("train")
+    out["class_balance_hint"] = remedy_hint(train["per_class"], info.class_names) if train else None
     return out
 
 
@@ -193,6 +224,16 @@ def suggest_image_size(sizes: list[tuple[int, int]]) -> dict:
     return {"median_short_side": int(short), "suggested_image_size": size, "wide_or_tall_share": round(skewed, 3)}
 
 
+def class_balance_line(counts, class_names, ratio, shown: int = 3) -> str:
+    """Class balance in one line: the largest and smallest classes and the ratio between them."""
+    names = list(class_names) if class_names else [str(i) for i in range(len(counts))]
+    order = sorted(range(len(counts)), key=lambda i: (-counts[i], i))
+    largest = ", ".join(f"{names[i]} {counts[i]}" for i in order[:shown])
+    smallest = ", ".join(f"{names[i]} {counts[i]}" for i in order[::-1][:shown])
+    ratio_text = f"{ratio:.1f}x" if ratio is not None else "n/a"
+    return f"class balance: largest {largest}; smallest {smallest}; largest/smallest {ratio_text}"
+
+
 def stats_lines(stats: dict) -> list[str]:
     lines = [f"classes: {stats['num_classes']}"
              + (f" ({', '.join(map(str, stats['class_names'][:10]))}{', ...' if len(stats['class_names']) > 10 else ''})"
@@ -205,10 +246,14 @@ def stats_lines(stats: dict) -> list[str]:
                      f"{s['aspect'][0]:.2f}/{s['aspect'][1]:.2f}/{s['aspect'][2]:.2f} (of {s['sampled']} decoded)")
         if s["empty_classes"]:
             lines.append(f"  classes without examples: {', '.join(map(str, s['empty_classes']))}")
+        if s.get("per_class"):
+            lines.append("  " + class_balance_line(s["per_class"], stats["class_names"], s.get("imbalance_ratio")))
         for item in s["bad_records"]:
             lines.append(f"  unreadable: {item}")
         for item in s["labels_out_of_range"]:
             lines.append(f"  label outside [0, {stats['num_classes']}): {item}")
+    if stats.get("class_balance_hint"):
+        lines.append(stats["class_balance_hint"])
     size = stats.get("suggested_image_size")
     if size:
         lines.append(f"suggested image size: {size} px (median short side {stats['median_short_side']} px): "
@@ -220,4 +265,4 @@ def stats_lines(stats: dict) -> list[str]:
     return lines
 
 
-__all__ = ["convert_folder", "dataset_stats", "default_shards", "stats_lines", "suggest_image_size", "to_jpeg_bytes", "TFRecordSource"]
+__all__ = ["class_balance_line", "convert_folder", "dataset_stats", "default_shards", "stats_lines", "suggest_image_size", "to_jpeg_bytes", "TFRecordSource"]

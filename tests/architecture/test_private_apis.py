@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.extras import requires_module
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # private name -> the only files allowed to use it (the wrapper)
@@ -29,6 +31,7 @@ ALLOWED = {
     "AutocastScope": {"plugins/models/blocks.py"},
     "gin_config._REGISTRY": {"effnet/config.py"},  # effnet.config._gin_registry
     "gin_config._LOCATION_PREFIXES": {"effnet/config.py"},  # effnet.config._gin_search_path
+    "_trial_id": {"effnet/search.py"},  # effnet.search.trial_id: continue a RUNNING Optuna trial by its storage id
 }
 
 
@@ -161,3 +164,18 @@ def test_gin_registry_and_search_path_wrappers():
     assert config._gin_search_path() == [str(ROOT / "gin")]
     config._set_search_path([ROOT / "gin"], trust=True)  # trusted: the current folder and absolute paths too
     assert config._gin_search_path() == ["", str(ROOT / "gin")]
+
+
+@requires_module("optuna", "optuna")
+def test_optuna_frozen_trial_keeps_its_storage_id():
+    """effnet.search.trial_id: a FrozenTrial's id is what ``optuna.trial.Trial(study, id)`` continues."""
+    import optuna
+
+    from effnet.search import trial_id
+
+    study = optuna.create_study()
+    asked = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    frozen = study.get_trials()[0]
+    again = optuna.trial.Trial(study, trial_id(frozen))
+    again.report(0.5, 1)
+    assert again.number == asked.number and study.get_trials()[0].intermediate_values == {1: 0.5}
