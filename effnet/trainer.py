@@ -126,7 +126,13 @@ class NonFiniteLoss(UserError):
 
 
 def _val_metrics(result, prefix: str) -> dict[str, float]:
-    return {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
+    metrics = {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
+    if result.confusion is not None:  # per-class figures, so `effnet compare` can show an ablation's effect on them
+        from effnet.perclass import per_class_report
+
+        figures = per_class_report(result.confusion)
+        metrics.update({f"{prefix}{k}": figures[k] for k in ("balanced_accuracy", "macro_f1") if figures[k] is not None})
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,18 +179,22 @@ class Trainer:
         self.class_weights = balance.resolve_class_weights(  # checked before the model is built
             cfg.class_weights, self.num_classes, info.class_names, counts=lambda: balance.class_counts(self.source))
 
+        if cfg.from_weights:  # the model must reproduce what the weights were trained with (normalisation, padding)
+            from effnet.weights import bind_weight_settings
+
+            bind_weight_settings(registry.get("model", cfg.model), cfg.from_weights)
         self.model = model = build_model(cfg.model, self.num_classes, scope=backend.scope())
         if cfg.sync_batchnorm:  # statistics over every replica's batch
             backend.enable_sync_batchnorm(model)
         self.stages = build_stages(cfg, model)
         self.eval_size = cfg.eval_size
-        notice = cfg.eval_size_notice()
-        if notice and backend.is_writer:
-            print(notice, file=sys.stderr, flush=True)
         for stage in self.stages:
             check_image_size(model, int(stage.params["image_size"]), cfg.model, detail=f" (stage {stage.index + 1})",
                              hint="; raise train.image_size (or the stage schedule's base image_size)")
         check_image_size(model, self.eval_size, cfg.model, "train.eval_image_size")
+        notice = cfg.eval_size_notice()  # once the sizes are known to be usable
+        if notice and backend.is_writer:
+            print(notice, file=sys.stderr, flush=True)
         if any(stage.auto_batch for stage in self.stages):
             self.stages = self._plan_micro_batches(self.stages)
         accumulation = max(int(s.params.get("grad_accum_steps", cfg.grad_accum_steps)) for s in self.stages)
@@ -211,7 +221,7 @@ class Trainer:
             decay_vars=decayed_variables(model, cfg.decay_bias, cfg.decay_norm),
             accumulation_steps=max(accumulation, cfg.grad_accum_steps), ema=self.ema, jit_compile=self.xla, global_step=self.global_step,
             class_weights=self.class_weights)
-        self.evaluator = Evaluator(model, backend, jit_compile=self.xla)
+        self.evaluator = Evaluator(model, backend, jit_compile=self.xla, num_classes=self.num_classes)
 
         objects = ckpt_mod.checkpoint_objects(model, self.optimizer, self.ema, global_step=self.global_step,
                                               **self.step.checkpoint_objects())
