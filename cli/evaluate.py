@@ -39,6 +39,10 @@ def eval_(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, split
     eval_confusion_<weights>.csv/.png, eval_reliability_<weights>.png and dllogger lines to
     MODEL_DIR/eval_log.json (dllogger.filename).
 
+    With --artifact the artifact runs in its own runtime (TFLite, ONNX Runtime, OpenVINO,
+    TensorFlow) on the split, and its top-1/top-5 are printed next to the run's model's (the
+    checkpoint's EMA weights when it has them, as effnet export uses), on the same images.
+
     \b
     Examples:
       effnet eval --model-dir runs/quickstart
@@ -46,10 +50,6 @@ def eval_(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, split
       effnet eval --gin efficientnet_v2_s/amp_8xA100 --model-dir /results --weights ema --json
       effnet eval --model-dir runs/quickstart --show-errors 24
       effnet eval --model-dir runs/quickstart --artifact runs/quickstart/export/model_int8.tflite
-
-    With --artifact the artifact runs in its own runtime (TFLite, ONNX Runtime, OpenVINO,
-    TensorFlow) on the split, and its top-1/top-5 are printed next to the run's model's (the
-    checkpoint's EMA weights when it has them, as effnet export uses), on the same images.
     """
     if artifact:
         from effnet.api import evaluate_artifact

@@ -523,7 +523,18 @@ def calibration_images(cfg, exporter: Exporter, files=None, count: int = 100):
     records of the run's training split in file order: the same images on every export of a run.
     """
     if files:
-        images, _ = decode_all(exporter, file_samples(files, count))
+        from effnet.images import check_image_bytes
+        from effnet.paths import read_bytes
+
+        encoded = []
+        for path in list(files)[:count]:  # an unreadable file is skipped: the others still calibrate
+            try:
+                data = read_bytes(path, "--calibration image")
+            except UserError:
+                continue
+            if not check_image_bytes(data):
+                encoded.append(data)
+        images, _ = decode_all(exporter, encoded)
         origin = f"{len(images)} given images"
         if not len(images):
             raise UserError(f"no readable image among the {min(len(files), count)} calibration files "

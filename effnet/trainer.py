@@ -188,13 +188,13 @@ class Trainer:
             backend.enable_sync_batchnorm(model)
         self.stages = build_stages(cfg, model)
         self.eval_size = cfg.eval_size
-        notice = cfg.eval_size_notice()
-        if notice and backend.is_writer:
-            print(notice, file=sys.stderr, flush=True)
         for stage in self.stages:
             check_image_size(model, int(stage.params["image_size"]), cfg.model, detail=f" (stage {stage.index + 1})",
                              hint="; raise train.image_size (or the stage schedule's base image_size)")
         check_image_size(model, self.eval_size, cfg.model, "train.eval_image_size")
+        notice = cfg.eval_size_notice()  # once the sizes are known to be usable
+        if notice and backend.is_writer:
+            print(notice, file=sys.stderr, flush=True)
         if any(stage.auto_batch for stage in self.stages):
             self.stages = self._plan_micro_batches(self.stages)
         accumulation = max(int(s.params.get("grad_accum_steps", cfg.grad_accum_steps)) for s in self.stages)

@@ -335,3 +335,32 @@ def test_a_symmetric_padding_lite_model_saves_and_loads(tmp_path):
     blocks = [layer for layer in loaded.layers if layer.name.startswith("block")]
     assert all(b.padding == "symmetric" and b.activation == "relu6" for b in blocks)
     assert loaded.get_layer("block2a").dwconv.padding == "valid"
+
+
+def _as_efficientnet_pytorch(state: dict) -> dict:
+    """timm's tensor names -> efficientnet_pytorch's (``_conv_stem``, ``_blocks.N._depthwise_conv`` ...)."""
+    block_ids = sorted({tuple(int(p) for p in n.split(".")[1:3]) for n in state if n.startswith("blocks.")})
+    flat = {ids: i for i, ids in enumerate(block_ids)}
+    ds = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv", "bn2": "_bn2"}
+    ir = {"conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv", "bn2": "_bn1", "conv_pwl": "_project_conv", "bn3": "_bn2"}
+    top = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head", "bn2": "_bn1", "classifier": "_fc"}
+    out = {}
+    for name, value in state.items():
+        parts = name.split(".")
+        if parts[0] == "blocks":
+            block = (int(parts[1]), int(parts[2]))
+            has_pwl = f"blocks.{block[0]}.{block[1]}.conv_pwl.weight" in state
+            out[".".join(["_blocks", str(flat[block]), (ir if has_pwl else ds)[parts[3]], *parts[4:]])] = value
+        else:
+            out[".".join([top[parts[0]], *parts[1:]])] = value
+    return out
+
+
+def test_lite_weights_in_efficientnet_pytorch_layout_are_detected(tmp_path):
+    """Lite checkpoints published in efficientnet_pytorch's layout (no _se_ tensors): Lite0, TF padding, [-1, 1]."""
+    fixture = fx.load("timm_tf_efficientnet_lite0")
+    path = fx.write_safetensors(tmp_path / "lite0.safetensors", _as_efficientnet_pytorch(fx.state_dict(fixture)))
+    model, report = import_keras_weights(path)
+    assert model.name == "efficientnet_lite0" and report.normalization == "inception"
+    assert report.settings == {"efficientnet.normalization": "inception", "efficientnet.padding": "same", "efficientnet.bn_epsilon": 1e-3}
+    assert _max_rel(model(fx.images(fixture), training=False), fixture["logits"]) <= 1e-4
