@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 
 from effnet import data, registry, runfolder
+from effnet.assembly import eval_batch
 from effnet import precision as precision_mod
 from effnet.errors import UserError
 from effnet.files import is_writable, undone_on_failure, write_json_atomic
 from effnet.loggers import configured_names, make_loggers
+from effnet.memory import planned_micro_batch
 from effnet.metrics import QUANTILES, Evaluator, latency_summary
 
 REPORT_NAME = runfolder.EVAL_REPORT
@@ -67,7 +69,7 @@ def evaluate_run(cfg, checkpoint: str = "latest", weights: str = "both", split: 
         raise UserError(f"checkpoint {info.path} has no EMA weights (the run had train.ema_decay = None); use --weights raw")
 
     run = runfolder.load_run(cfg, info, weights=passes[0], scope=backend.scope())
-    batch = int(cfg.eval_batch_size or cfg.micro_batch)
+    batch = eval_batch(cfg, planned_micro_batch(cfg.model_dir))  # as the training run's evaluation
     shard = backend.shard_info()
 
     model_dir = Path(cfg.model_dir)

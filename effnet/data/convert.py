@@ -70,7 +70,7 @@ def convert_folder(src: str, dst: str, *, train_shards: int | None = None, valid
     label_of = {name: i for i, name in enumerate(names)}
     stats = {"classes": len(names), "splits": {}, "skipped": [], "converted": 0}
     for split in SPLITS:
-        if split not in source._split_path:
+        if split not in source.splits():
             continue
         files = source.files(split)
         order = np.random.default_rng(seed).permutation(len(files))
