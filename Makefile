@@ -22,7 +22,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_DIR)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools>=77" wheel
-	$(PY) -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
+	@# setuptools' note about editable installs is information, not a problem: keep the first screen clean
+	PYTHONWARNINGS="ignore:Editable installation." $(PY) -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -45,6 +45,12 @@ def benchmark(mode, gin_files, gin_params, model, precision, batch_size, image_s
     from effnet.api import benchmark as run_benchmark
     from effnet.benchmarking import table_lines
 
+    from effnet.paths import check_output
+
+    if json_file:  # checked before the benchmark runs, like every output (effnet/paths.py)
+        check_output(json_file, "--json file", inputs=[*gin_files, dllogger_file])
+    if dllogger_file:
+        check_output(dllogger_file, "--dllogger file", inputs=gin_files)
     settings = {"model": model, "precision": precision, "batch_size": batch_size, "image_size": image_size,
                 "num_classes": num_classes, "xla": xla, "steps": steps, "warmup": warmup}
     bar = progress_bar(1, f"benchmark {mode}")

@@ -74,11 +74,18 @@ def config(gin_files, gin_params, model_dir, data_dir, list_files, configurables
     get_registry()
     if list_files:
         for d in cfg.search_dirs():
-            names = cfg.available_gin_files([d])
-            if names:
-                click.echo(f"# {d}")
-                for name in names:
-                    click.echo(f"  {name}")
+            files = cfg.describe_gin_files(d)
+            if not files:
+                continue
+            click.echo(f"# {d}")
+            width = max(len(f.name) for f in files)
+            for title, experiment in (("experiments (run one with --gin NAME)", True),
+                                      ("fragments (included by experiments, not run on their own)", False)):
+                group = [f for f in files if f.experiment == experiment]
+                if group:
+                    click.echo(f"{title}:")
+                    for f in group:
+                        click.echo(f"  {f.name.ljust(width)}  {f.description}".rstrip())
         return
     if configurables:
         for name in cfg.configurable_names():

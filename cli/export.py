@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from effnet.cli.options import CONTEXT, checkpoint_option, gin_options
-from effnet.files import check_writable
+from effnet.paths import check_input
 
 
 @click.command(context_settings=CONTEXT)
@@ -43,8 +43,8 @@ def export(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, outp
     """
     from effnet.api import export as export_run
 
-    if output:
-        check_writable(output, "--output folder")
+    if labels_file:  # a FIFO or a device would block or mislead after the model is loaded: refused now
+        check_input(labels_file, "labels file", hint="; pass a text file with one class name per line")
     report = export_run(model_dir, formats, output, gin_files, gin_params, data_dir, checkpoint=checkpoint, weights=weights,
                         labels=labels_file, top_k=top_k, samples=sample_paths, num_samples=num_samples,
                         max_diff=max_diff, min_agreement=min_agreement,

@@ -10,7 +10,7 @@ import click
 
 from effnet.cli.options import CONTEXT, checkpoint_option, emit, gin_options, precision_option, progress_bar
 from effnet.errors import UserError
-from effnet.files import check_writable
+from effnet.paths import check_input, check_output
 
 
 def _format_predictions(predictions, fmt: str, header: dict, errors: list[dict]) -> str:
@@ -64,8 +64,10 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
     from effnet.images import find_images
 
     paths = [str(p) for p in find_images(images)]  # bad paths fail before anything heavy is loaded
-    if output:
-        check_writable(output, "--output file", is_folder=False)
+    if labels_file:  # a FIFO or a device would block or mislead after the model is loaded: refused now
+        check_input(labels_file, "labels file", hint="; pass a text file with one class name per line")
+    if output:  # never one of the images, the labels, a gin file or a run folder's own file
+        check_output(output, "--output file", inputs=[*paths, labels_file, *gin_files])
     bar = progress_bar(len(paths), "predict") if len(paths) > batch_size else None
 
     def on_loaded(run):

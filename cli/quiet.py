@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import signal
 import sys
 import time
 
@@ -43,6 +44,10 @@ NOISE = tuple(re.compile(p) for p in (
 # A partial line (no newline yet) that could still become a noise line is held back briefly;
 # anything else (a progress bar redrawn with "\r") is forwarded at once.
 _MAYBE_NOISE = re.compile(r"^(W(A(R(N(I(N(G(:.*)?)?)?)?)?)?)?|[IWEF][\d:. ]*(\d+ [\w.:]*\]?.*)?|To enable.*|This Tensor.*)$")
+
+
+#: Signals a job's whole process group receives when it is stopped; the filter ignores them.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
 
 
 def is_noise(line: str) -> bool:
@@ -107,13 +112,19 @@ def install(argv: list[str] | None = None) -> bool:
     except OSError:  # no stderr at all
         return False
     read_fd, write_fd = os.pipe()
+    # no stop signal may reach the filter between the fork and its SIG_IGN: held until both sides are set
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
     pid = os.fork()
     if pid == 0:  # the filter process
-        import signal
-
         code = 0
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: keep draining until the main process ends
+            # Ctrl-C, and SIGTERM/SIGHUP sent to the whole process group (`kill -TERM -- -PGID`, timeout,
+            # systemd, Slurm): the filter outlives them and drains until the main process has said where
+            # it stopped and closed the pipe (EOF), so no line is lost
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+            if held is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             os.close(write_fd)
             null = os.open(os.devnull, os.O_RDWR)
             os.dup2(null, 0)
@@ -125,6 +136,8 @@ def install(argv: list[str] | None = None) -> bool:
             code = 1
         finally:
             os._exit(code)
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held meanwhile is delivered now
     os.close(read_fd)
     sys.stderr.flush()
     real = os.dup(2)
@@ -153,4 +166,4 @@ def _finish(real: int, pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-__all__ = ["NOISE", "filter_stream", "install", "is_noise", "wanted"]
+__all__ = ["NOISE", "STOP_SIGNALS", "filter_stream", "install", "is_noise", "wanted"]

@@ -102,8 +102,17 @@ def compare(run_dirs, fmt, plot_path, plot_metric, output):
     """
     from effnet import compare as compare_mod
     from effnet.files import write_text_atomic
+    from effnet.paths import check_output
 
-    comparison = compare_mod.compare(compare_mod.collect(run_dirs))
+    if output:
+        check_output(output, "-o file", inputs=[*run_dirs, plot_path])
+    if plot_path:
+        check_output(plot_path, "--plot file", inputs=run_dirs)
+    runs = compare_mod.collect(run_dirs)
+    if runs and all(run.status == "invalid" for run in runs):  # nothing to compare: not a success
+        raise UserError(f"no valid run among the {len(runs)} folder(s), e.g. {runs[0].folder}: {runs[0].error}; "
+                        f"pass folders written by `effnet train` or `effnet sweep`")
+    comparison = compare_mod.compare(runs)
     text = compare_mod.render(comparison, fmt)
     if output:
         write_text_atomic(Path(output), text)

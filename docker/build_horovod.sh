@@ -2,6 +2,7 @@
 # Build a Horovod 0.28.1 wheel that works with TensorFlow >= 2.17 / Keras 3.
 #
 #   bash docker/build_horovod.sh OUT_DIR          # GPU/NCCL or CPU/gloo, from the HOROVOD_* env
+#   HOROVOD_SDIST=horovod-0.28.1.tar.gz bash docker/build_horovod.sh OUT_DIR   # from a local sdist
 #
 # The only change to Horovod's source: xla_mpi_ops.cc is removed from the TensorFlow build
 # (it includes XLA headers that moved in newer TF). Everything effnet uses (allreduce,
@@ -21,7 +22,12 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$python" -m pip download --no-deps --no-binary=:all: "horovod==${version}" -d "$work"
+# HOROVOD_SDIST: a local horovod-<version>.tar.gz to build instead of downloading it (offline builds).
+if [ -n "${HOROVOD_SDIST:-}" ]; then
+    cp "$HOROVOD_SDIST" "$work/horovod-${version}.tar.gz"
+else
+    "$python" -m pip download --no-deps --no-binary=:all: "horovod==${version}" -d "$work"
+fi
 tar -xzf "$work/horovod-${version}.tar.gz" -C "$work"
 src="$work/horovod-${version}"
 sed -i '/xla_mpi_ops.cc/d' "$src/horovod/tensorflow/CMakeLists.txt"

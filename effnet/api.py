@@ -21,9 +21,11 @@ The CLI (``effnet.cli``) is a thin layer over these functions. Errors a user can
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from effnet import config, registry, runfolder
 from effnet.errors import UserError
+from effnet.paths import check_output
 
 
 def configure(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), model_dir=None, data_dir=None,
@@ -102,6 +104,9 @@ def export(model_dir, formats: Sequence[str] = ("all",), output=None, gin_files:
     from effnet.images import find_images
 
     parse_formats(formats)  # a bad format fails before anything heavy is loaded
+    if output is not None or model_dir is not None:  # absent or a folder, no device, not a run's own files
+        check_output(output if output is not None else Path(model_dir) / "export", "--output folder", folder=True,
+                     inputs=[*samples, labels, *gin_files])
     sample_files = find_images(samples) if samples else None
     cfg = _run_settings(model_dir, gin_files, bindings, data_dir)
     return export_run(cfg, formats, output=output, checkpoint=checkpoint, weights=weights, labels_file=labels,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import UserError
+from effnet.paths import read_text
 from effnet.faults import point
 from effnet.files import file_digest
 
@@ -132,14 +133,16 @@ def checkpoint_problem(folder: str | os.PathLike, full: bool = True) -> str | No
 
 def _problem(folder: Path, full: bool) -> str | None:
     manifest_path = folder / MANIFEST
+    if not os.path.lexists(manifest_path):
+        return _legacy_problem(folder, full)
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(read_text(manifest_path, "manifest"))
         files = manifest["files"]
         if not isinstance(files, dict) or not files:
             raise ValueError("no files listed")
     except FileNotFoundError:
         return _legacy_problem(folder, full)
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, UserError) as exc:
         return f"{manifest_path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})"
     for name in (TF_PREFIX + ".index", META):
         if name not in files:
@@ -169,12 +172,14 @@ def _legacy_problem(folder: Path, full: bool) -> str | None:
     import tensorflow as tf
 
     meta = folder / META
+    if not os.path.lexists(meta):
+        return f"{meta} is missing"
     try:
-        if not isinstance(json.loads(meta.read_text()), dict):
+        if not isinstance(json.loads(read_text(meta, "meta.json")), dict):
             return f"{meta} is not a JSON object"
     except FileNotFoundError:
         return f"{meta} is missing"
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, UserError) as exc:
         return f"{meta} is damaged ({type(exc).__name__})"
     index = folder / (TF_PREFIX + ".index")
     if not index.is_file():
@@ -249,9 +254,9 @@ def _scan(model_dir) -> list[CheckpointInfo]:
         if not path.name.startswith(PREFIX) or step is None or not path.is_dir():
             continue
         try:
-            meta = json.loads((path / META).read_text())
+            meta = json.loads(read_text(path / META, META))  # a FIFO here is never read
             step = int(meta["step"])
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, UserError):
             meta = {}
         if not isinstance(meta, dict):
             meta = {}
@@ -299,6 +304,30 @@ def latest_valid_checkpoint(model_dir: str | os.PathLike,
 
 def latest_checkpoint(model_dir: str | os.PathLike, warn: Callable[[str], None] | None = warn_stderr) -> CheckpointInfo | None:
     return latest_valid_checkpoint(model_dir, warn=warn)
+
+
+DAMAGED_PREFIX = "damaged-"
+
+
+def set_aside_damaged(model_dir: str | os.PathLike, warn: Callable[[str], None] | None = warn_stderr) -> list[Path]:
+    """When a run folder holds checkpoints but none is whole, training starts over: rename each damaged
+    ``ckpt-*`` folder to ``damaged-ckpt-*`` (kept for inspection; retention only counts ``ckpt-*``) and
+    say so in one warning. Returns the new paths (empty when there was nothing damaged)."""
+    found = _scan(model_dir)
+    if not found or latest_valid_checkpoint(model_dir, warn=None) is not None:
+        return []
+    kept = []
+    for info in found:
+        target = info.path.with_name(DAMAGED_PREFIX + info.path.name)
+        try:
+            os.rename(info.path, target)
+            kept.append(target)
+        except OSError:
+            kept.append(info.path)
+    if warn is not None:
+        warn(f"no whole checkpoint in {checkpoint_dir(model_dir)}: this run starts over from step 0; the damaged "
+             f"checkpoint(s) are kept for inspection as {', '.join(p.name for p in kept)} (delete them when done)")
+    return kept
 
 
 def ensure_writable(model_dir: str | os.PathLike) -> Path:
@@ -491,7 +520,12 @@ def _human(n: int | None) -> str:
     return f"{n} bytes"
 
 
-__all__ = ["EMA", "MANIFEST", "MODEL_VARIABLES", "CheckpointInfo", "CheckpointManager", "checkpoint_dir",
+# Public names for other writers (export) that say the same about a full disk.
+human_bytes = _human
+free_bytes = _free_bytes
+
+
+__all__ = ["EMA", "MANIFEST", "MODEL_VARIABLES", "CheckpointInfo", "CheckpointManager", "set_aside_damaged", "checkpoint_dir",
            "checkpoint_objects", "checkpoint_problem", "ensure_writable", "has_ema", "is_legacy", "latest_checkpoint",
            "latest_valid_checkpoint", "list_checkpoints", "note_legacy", "variable_key", "verify_checkpoint",
            "write_manifest"]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from effnet.errors import UserError
 from effnet.files import read_json_dict
+from effnet.paths import is_regular, open_input, what_is
 from effnet.gintext import parse_bindings, short_labels
 from effnet.runfolder import OPERATIVE_CONFIG, REPORT
 
@@ -77,9 +78,9 @@ def _read_log(path: Path) -> tuple[list[dict], list[float], float | None]:
     evals: dict[int, dict] = {}
     rates: list[float] = []
     sessions: list[float] = []
-    try:
-        f = open(path, encoding="utf-8", errors="replace")
-    except OSError:
+    try:  # a FIFO or a device here never blocks us (read_run names it as invalid)
+        f = open_input(path, "log", "r", encoding="utf-8", errors="replace")
+    except (OSError, UserError):
         return [], [], None
     with f:
         for line in f:
@@ -148,9 +149,8 @@ def pid_alive(pid, folder: Path) -> bool:
 
 
 def _sweep_record(folder: Path) -> dict | None:
-    try:
-        summary = json.loads((folder.parent / SUMMARY).read_text())
-    except (OSError, ValueError):
+    summary = read_json_dict(folder.parent / SUMMARY)
+    if summary is None:
         return None
     runs = summary.get("runs") if isinstance(summary, dict) else None
     for record in runs if isinstance(runs, list) else []:
@@ -169,6 +169,9 @@ def read_run(folder: str | Path, record: dict | None = None) -> Run:
         if record.get("seed") is not None:
             run.bindings[SEED_KEY] = str(record["seed"])
     config = folder / OPERATIVE_CONFIG
+    for own in (config, folder / LOG, folder / REPORT):  # a FIFO, device or link loop: named, never read
+        if os.path.lexists(own) and not is_regular(own):
+            return Run(folder, folder.name, "invalid", f"{own} is {what_is(own)}, not a regular file")
     if config.is_file():
         try:
             if config.stat().st_size > MAX_CONFIG_BYTES:

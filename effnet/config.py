@@ -29,6 +29,7 @@ from gin import config_parser
 from effnet import settings  # noqa: F401 - the engine's configurables (train, benchmark, export, loggers)
 from effnet.data import options  # noqa: F401 - the input pipeline's configurable (input_pipeline)
 from effnet.errors import UserError, closest, did_you_mean
+from effnet.paths import check_input, read_bytes
 from effnet.files import write_text_atomic
 from effnet.registry import get_registry
 from effnet.runfolder import OPERATIVE_CONFIG
@@ -71,6 +72,52 @@ def available_gin_files(dirs: Sequence[Path] | None = None) -> list[str]:
     return sorted(names)
 
 
+# What a gin file (with what it includes) must bind to run on its own with `--gin NAME --model-dir DIR`.
+RUNNABLE_KNOBS = ("model", "dataset", "optimizer", "lr_schedule", "stage_schedule", "backend")
+
+
+@dataclass(frozen=True)
+class GinFileInfo:
+    """A gin file on the search path: the name ``--gin`` takes, its first comment line, and whether
+    it is an experiment (binds every ``RUNNABLE_KNOBS`` of ``train`` through its includes) or a
+    fragment meant to be included."""
+
+    name: str
+    description: str
+    experiment: bool
+
+
+def describe_gin_files(d: Path) -> list[GinFileInfo]:
+    """Every gin file in folder ``d``, experiments and fragments told apart (files are read, not run)."""
+    dirs = search_dirs()
+    out = []
+    for name in available_gin_files([d]):
+        path = (Path(d) / f"{name}.gin").resolve()
+        try:
+            text = read_gin_text(path)
+            bound = _bound_train_knobs(path, dirs)
+        except UserError:
+            out.append(GinFileInfo(name, "(unreadable: `effnet config --gin NAME` says why)", False))
+            continue
+        first = next((line.lstrip("#").strip() for line in text.splitlines() if line.strip()), "")
+        description = first if text.lstrip().startswith("#") else ""
+        out.append(GinFileInfo(name, description, bound >= set(RUNNABLE_KNOBS)))
+    return out
+
+
+def _bound_train_knobs(path: Path, dirs: Sequence[Path]) -> set[str]:
+    """The ``train.*`` parameters bound by ``path`` and every file it includes."""
+    seen: list[Path] = []
+    _check_syntax(path, dirs, seen)
+    bound = set()
+    for file in seen:
+        for statement in _statements(read_gin_text(file), file, str(file)):
+            if isinstance(statement, config_parser.BindingStatement) and statement.selector == "train" \
+                    and not statement.scope:
+                bound.add(statement.arg_name)
+    return bound
+
+
 def resolve_gin_file(name: str, dirs: Sequence[Path] | None = None) -> Path:
     """Turn a ``--gin`` argument into an existing file (UserError naming where it looked)."""
     dirs = list(dirs) if dirs is not None else search_dirs()
@@ -78,6 +125,8 @@ def resolve_gin_file(name: str, dirs: Sequence[Path] | None = None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
+        if os.path.lexists(candidate) and not candidate.is_dir():  # a FIFO, a device, a loop: say what it is
+            check_input(candidate, "gin file")
     for d in dirs:
         for candidate in candidates:
             path = d / candidate
@@ -189,7 +238,7 @@ def read_gin_text(path: Path) -> str:
         if size > MAX_GIN_BYTES:
             raise UserError(f"{path}: not a gin file: {size} bytes, more than the {MAX_GIN_BYTES} a gin file may have; "
                             f"check the path")
-        data = path.read_bytes()
+        data = read_bytes(path, "gin file")  # a FIFO or a device is named, never read
     except OSError as exc:
         raise UserError(f"{path}: cannot read gin file: {exc.strerror or exc}; check the path and its permissions") from None
     nul = data.find(b"\0")

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from effnet import metrics, runfolder
+from effnet.checkpoint import free_bytes, human_bytes
 from effnet.errors import UserError, did_you_mean
 from effnet.faults import point
 from effnet.files import write_json_atomic
@@ -139,7 +140,18 @@ def dataset_samples(source, count: int, split: str = "validation") -> list[bytes
 
 
 def file_samples(paths: Sequence, count: int) -> list[bytes]:
-    return [Path(p).read_bytes() for p in list(paths)[:count]]
+    """The bytes of the first ``count`` sample images; a file that is not a readable image is named (UserError)."""
+    from effnet.images import check_image_bytes
+    from effnet.paths import read_bytes
+
+    out = []
+    for p in list(paths)[:count]:
+        data = read_bytes(p, "--samples image")
+        problem = check_image_bytes(data)
+        if problem:
+            raise UserError(f"--samples image {str(p)!r} {problem}; pass JPEG, PNG, BMP or GIF images")
+        out.append(data)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -447,6 +459,7 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
     out_dir = Path(output) if output else Path(cfg.model_dir) / "export"
     if on_start is not None:
         on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}")
+    existed = out_dir.exists()
     try:
         results = exporter.export(out_dir, names, samples, bounds, on_result=on_result)
         point("export.before_report")
@@ -454,10 +467,53 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
         if class_names:
             runfolder.write_labels(out_dir, class_names)
         write_json_atomic(out_dir / REPORT_NAME, report)
-    except OSError as exc:  # a full disk, a quota, a folder that became read-only
-        raise UserError(f"could not write the export to {out_dir}: {exc.strerror or exc}; formats checked before it "
+    except Exception as exc:
+        if not existed:  # a refused or failed export leaves no empty folder behind
+            try:
+                out_dir.rmdir()
+            except OSError:
+                pass
+        full = _disk_full(exc)
+        if full is None and not isinstance(exc, OSError):
+            raise
+        if full is not None:  # as train says for a checkpoint: what the export needs, what is free
+            free = free_bytes(out_dir)
+            reason = (f"{full} (this export needs at least {human_bytes(_needed_bytes(run.model, names))}: the model's "
+                      f"weights once per format ({', '.join(names)}); {human_bytes(free)} free)")
+        else:  # a folder that became read-only, an I/O error
+            reason = exc.strerror or str(exc)
+        raise UserError(f"could not write the export to {out_dir}: {reason}; formats checked before it "
                         f"were kept; free some space or pass another --output") from None
     return report
+
+
+# The size of each format relative to the float32 weights (a lower bound: graphs and metadata add more).
+_FORMAT_WEIGHT_FACTOR = {"saved_model": 1.0, "keras": 1.0, "tflite": 2.0, "tflite_float16": 1.5, "tflite_dynamic": 1.25}
+
+
+def _needed_bytes(model, names) -> int:
+    """A lower bound of an export's size: the weights once per format (TFLite also writes a float SavedModel
+    to convert from)."""
+    weights = sum(int(w.shape.num_elements() or 0) * 4 for w in model.weights)
+    return int(weights * sum(_FORMAT_WEIGHT_FACTOR.get(n, 1.0) for n in names))
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """'No space left on device' (or quota, file too large) when ``exc`` says the disk is full, including
+    TensorFlow's ResourceExhaustedError and errors whose cause is one."""
+    import errno
+
+    texts = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded", errno.EFBIG: "File too large"}
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in texts:
+            return texts[seen.errno]
+        message = str(seen)
+        for text in texts.values():
+            if text in message:
+                return text
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _export_report(cfg, run, class_names, samples, origin, out_dir, results) -> dict:

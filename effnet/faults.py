@@ -2,7 +2,9 @@
 
 ``EFFNET_FAULT=NAME[:N[:SIGNAL]]`` makes the process send itself ``SIGNAL`` (default ``KILL``: a
 real, uncatchable SIGKILL; ``TERM`` / ``INT`` test the graceful stop) the N-th time (default 1) it
-reaches the point ``NAME``, at an exact place. Unset, a point costs one environment lookup.
+reaches the point ``NAME``, at an exact place. ``SIGNAL-GROUP`` (e.g. ``TERM-GROUP``) sends it to the
+whole process group instead (``os.killpg``: how ``timeout``, systemd and Slurm stop a job, so the
+stderr filter of effnet/cli/quiet.py gets it too). Unset, a point costs one environment lookup.
 
 Points:
 
@@ -40,7 +42,12 @@ def point(name: str) -> None:
     count, _, signame = rest.partition(":")
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == int(count or 1):
-        os.kill(os.getpid(), getattr(signal, f"SIG{signame or 'KILL'}"))
+        signame, group = (signame[:-6], True) if signame.endswith("-GROUP") else (signame, False)
+        signum = getattr(signal, f"SIG{signame or 'KILL'}")
+        if group:
+            os.killpg(os.getpgrp(), signum)
+        else:
+            os.kill(os.getpid(), signum)
 
 
 __all__ = ["ENV", "point"]

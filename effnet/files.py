@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from effnet.faults import point
+from effnet.paths import check_writable, is_writable, open_input
 
 
 @contextlib.contextmanager
@@ -26,49 +27,6 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def is_writable(folder) -> bool:
-    """Whether a file can be created in the existing ``folder`` (a real probe: read-only mounts,
-    permissions and full disks all count, also for root)."""
-    import tempfile
-
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".effnet-write-test-"):
-            return True
-    except OSError:
-        return False
-
-
-def check_writable(path, what: str, is_folder: bool = True) -> Path:
-    """UserError unless ``path`` (a folder, or a file's folder) can be written, checked before any work.
-
-    A folder that does not exist yet is probed by creating it, and removed again.
-    """
-    from effnet.errors import UserError
-
-    path = Path(path)
-    folder = path if is_folder else path.parent
-    missing = []
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        missing.append(probe)
-        probe = probe.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        ok = is_writable(folder)
-        reason = "" if ok else "cannot create files there"
-    except OSError as exc:
-        ok, reason = False, exc.strerror or str(exc)
-    finally:
-        for created in missing:  # leave nothing behind: the real write creates it again
-            try:
-                created.rmdir()
-            except OSError:
-                pass
-    if not ok:
-        raise UserError(f"{what} {str(path)!r} is not writable ({reason}); pick a writable place")
-    return path
 
 
 @contextlib.contextmanager
@@ -127,9 +85,12 @@ def _json_default(value):
 
 def read_json_dict(path) -> dict | None:
     """The JSON object in ``path``, or None when it is missing, unreadable, not JSON or not an object."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    from effnet.errors import UserError
+
+    try:  # never blocks on a FIFO nor reads a device: a special file is "unreadable" here
+        with open_input(path, "file") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError, UserError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -138,4 +99,103 @@ def write_json_atomic(path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
-__all__ = ["atomic_path", "check_writable", "file_digest", "is_writable", "read_json_dict", "undone_on_failure", "write_json_atomic", "write_text_atomic"]
+# --------------------------------------------------------------------------------------------------
+# Folder locks: one writer at a time (a training run's folder, a sweep's root)
+
+
+class FolderLock:
+    """A held lock file (``flock``; the kernel releases it when the holder dies, however it dies).
+
+    The file names its holder (pid, host, start time) so that a refusal can say who holds it, and a
+    lock left by a process that is gone is recognised and taken over with a notice.
+    """
+
+    def __init__(self, path: Path, handle, created_folder: Path | None = None):
+        self.path, self._handle, self.created_folder = path, handle, created_folder
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it) and let go; a folder this lock created and that
+        stayed empty is removed too (a refused run leaves no empty folder behind)."""
+        if self._handle is None or self._handle.closed:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            self._handle.close()
+        if self.created_folder is not None:
+            try:
+                self.created_folder.rmdir()  # only when empty
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_holder(text: str) -> dict:
+    """The holder a lock file names ({} when it names none)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def holder_words(holder: dict) -> str:
+    if not holder:
+        return "a process that did not say who it is"
+    since = f" since {holder['started']}" if holder.get("started") else ""
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}{since}"
+
+
+def take_lock(path, refusal, notice=None, created_folder: Path | None = None) -> FolderLock | None:
+    """Hold the lock file ``path`` (its folder must exist) or raise ``UserError(refusal(holder_words))``.
+
+    A lock file that names a holder but is not held was left by a process that is gone: it is taken
+    over and ``notice(words)`` says so. Not POSIX (no ``fcntl``): no lock (None).
+    """
+    import datetime
+    import socket
+
+    from effnet.errors import UserError
+
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    path = Path(path)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            words = holder_words(lock_holder(handle.read(4096)))
+            handle.close()
+            raise UserError(refusal(words)) from None
+        try:  # the file locked must still be the one at ``path`` (a holder removes it as it lets go)
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if not same:
+            handle.close()
+            continue
+        handle.seek(0)
+        previous = lock_holder(handle.read(4096))
+        if previous and notice is not None:
+            notice(holder_words(previous))
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holder) + "\n")
+        handle.flush()
+        return FolderLock(path, handle, created_folder)
+
+
+__all__ = ["FolderLock", "holder_words", "lock_holder", "take_lock", "atomic_path", "check_writable", "file_digest", "is_writable", "read_json_dict", "undone_on_failure", "write_json_atomic", "write_text_atomic"]

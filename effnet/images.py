@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from effnet.errors import UserError
+from effnet.paths import what_is
 
 #: Extensions treated as images in folders and globs (JPEG, PNG, BMP, GIF: what tf.io.decode_image reads).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+#: The first bytes of each format tf.io.decode_image reads.
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"))
+
+
+def image_format(data: bytes) -> str | None:
+    """'JPEG', 'PNG', 'GIF' or 'BMP' from the file's first bytes; None for anything else."""
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+
+
+def check_image_bytes(data: bytes) -> str | None:
+    """None when ``data`` starts like an image effnet decodes, else what is wrong, in words."""
+    if not data:
+        return "is empty"
+    if image_format(data) is None:
+        return "is not an image (no JPEG, PNG, BMP or GIF header)"
+    return None
 
 
 def _has_glob(text: str) -> bool:
@@ -63,9 +83,12 @@ def find_images(inputs: Iterable[str], extensions: Sequence[str] = IMAGE_EXTENSI
                 raise UserError(f"glob {text!r} matches no images ({', '.join(exts)}); check the pattern (quote it to let effnet expand it)")
             for image in files:
                 add(image)
+        elif os.path.lexists(path):  # a FIFO, a device, a symlink loop: say what it is, never read it
+            raise UserError(f"image path {text!r} is {what_is(path)}, not an image file or a folder; pass image files, "
+                            f"folders or globs")
         else:
             raise UserError(f"image path {text!r} does not exist; pass existing files, folders or globs")
     return found
 
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "images_in"]
+__all__ = ["IMAGE_EXTENSIONS", "check_image_bytes", "find_images", "image_format", "images_in"]

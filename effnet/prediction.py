@@ -14,6 +14,7 @@ from pathlib import Path
 from effnet import metrics, registry, runfolder
 from effnet.data import decode_for_eval, pipeline_options
 from effnet.errors import UserError
+from effnet.paths import read_bytes, what_is
 from effnet.models import InferenceFunction
 from effnet.native import captured_stderr, tf_error_text
 
@@ -69,7 +70,9 @@ class Predictor:
         import tensorflow as tf
 
         try:
-            data = Path(path).read_bytes()
+            data = read_bytes(path, "image")  # a FIFO or a device named like an image: named, never read
+        except UserError:
+            raise ImageError(f"is {what_is(path)}, not a regular file") from None
         except OSError as exc:
             raise ImageError(f"cannot be read: {exc.strerror or exc}") from None
         if not data:

@@ -18,6 +18,7 @@ Typical use, after gin holds the run's config (``effnet.load_run(path)`` does bo
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from pathlib import Path
 from effnet import checkpoint as ckpt
 from effnet import precision as precision_mod
 from effnet.errors import UserError
-from effnet.files import write_text_atomic
+from effnet.files import take_lock, write_text_atomic
+from effnet.paths import check_input, read_text
 from effnet.models import build_model, check_image_size
 from effnet.weights import load_weights
 
@@ -36,6 +38,7 @@ REPORT = "report.json"
 CURVES = "training_curves.png"
 EVAL_REPORT = "eval_report.json"
 EVAL_LOG = "eval_log.json"
+LOCK = ".effnet.lock"  # held by the process training in the folder (effnet.files.take_lock)
 WEIGHT_CHOICES = ("auto", "ema", "raw")
 
 
@@ -47,6 +50,8 @@ def run_config_file(model_dir) -> Path:
     if not folder.is_dir():
         raise UserError(f"model dir {str(folder)!r} does not exist; pass the --model-dir of a training run")
     path = folder / OPERATIVE_CONFIG
+    if os.path.lexists(path):  # a FIFO, a device or a link loop is named, never read
+        check_input(path, "run config", hint=f"; {OPERATIVE_CONFIG} of a training run is a text file")
     if not path.is_file():
         raise UserError(
             f"model dir {str(folder)!r} has no {OPERATIVE_CONFIG} (looked for {path}); it is not a training run "
@@ -181,6 +186,42 @@ def resolve_weights(choice: str, info) -> bool:
     return present
 
 
+def lock_run_folder(model_dir, is_writer: bool = True, notice=None):
+    """Make ``model_dir`` (proved writable) and hold its lock for a training run; None on other ranks.
+
+    A second training in the same folder is refused in one line naming the holder (pid, host); a lock
+    left by a process that is gone is taken over with a notice on stderr. Release it with
+    ``lock.release()``: a folder this created and that stayed empty (a run refused before its first
+    file) is removed with it.
+    """
+    if not is_writer:  # under several processes only the writer (rank 0) holds it
+        return None
+    import sys
+
+    folder = Path(model_dir)
+    created = None if folder.exists() else folder
+    ckpt.ensure_writable(folder)
+
+    def refuse(holder: str) -> str:
+        return (f"model dir {str(folder)!r} is in use by another effnet train ({holder} holds {folder / LOCK}); "
+                f"wait for it to end or pass another --model-dir")
+
+    def took_over(holder: str) -> None:
+        message = (f"effnet: took over the lock of {folder} from {holder} (that process is gone; it stopped "
+                   f"without letting go)")
+        (notice or (lambda text: print(text, file=sys.stderr, flush=True)))(message)
+
+    try:
+        return take_lock(folder / LOCK, refuse, took_over, created_folder=created)
+    except BaseException:
+        if created is not None:
+            try:
+                created.rmdir()
+            except OSError:
+                pass
+        raise
+
+
 # --------------------------------------------------------------------------------------------------
 # Class names
 
@@ -188,10 +229,9 @@ def resolve_weights(choice: str, info) -> bool:
 def read_labels(path) -> list[str]:
     """Class names, one per line (trailing empty lines ignored)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"labels file {str(path)!r} does not exist; pass a text file with one class name per line") from None
+    check_input(path, "labels file", hint="; pass a text file with one class name per line")
+    try:  # read without blocking: a FIFO or a device is named (check_input, open_input), never read
+        lines = read_text(path, "labels file").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"labels file {str(path)!r} cannot be read: {exc}; pass a UTF-8 text file with one class name per line") from None
     while lines and not lines[-1].strip():
@@ -275,6 +315,6 @@ def load_run(cfg, checkpoint="latest", weights: str = "auto", precision: str | N
     return LoadedRun(cfg, model, info, num_classes, ema, size)
 
 
-__all__ = ["CURVES", "EVAL_LOG", "EVAL_REPORT", "LABELS", "OPERATIVE_CONFIG", "REPORT", "WEIGHT_CHOICES", "LoadedRun",
-           "check_architecture", "class_names_for", "load_checkpoint_weights", "load_run",
+__all__ = ["CURVES", "EVAL_LOG", "EVAL_REPORT", "LABELS", "LOCK", "OPERATIVE_CONFIG", "REPORT", "WEIGHT_CHOICES", "LoadedRun",
+           "check_architecture", "class_names_for", "load_checkpoint_weights", "load_run", "lock_run_folder",
            "num_classes_of", "read_labels", "resolve_weights", "run_config_file", "select_checkpoint", "write_labels"]

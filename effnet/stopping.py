@@ -3,7 +3,7 @@
 A :class:`StopRequest` is what the loop reads at its step boundaries (and between evaluation
 batches). Whoever asks, the stop is the same: a checkpoint at the position reached, then the run
 ends; running the same command resumes from there. :func:`catch_signals` turns SIGTERM (what
-schedulers send before killing) and SIGINT into requests for the duration of a ``with`` block; a
+schedulers send before killing), SIGINT and SIGHUP (a closed terminal) into requests for the duration of a ``with`` block; a
 second SIGINT stops at once (KeyboardInterrupt).
 """
 
@@ -15,8 +15,9 @@ import sys
 import threading
 from dataclasses import dataclass
 
-#: Signals that ask a run to stop at the next step boundary.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Signals that ask a run to stop at the next step boundary: SIGTERM (what schedulers send before
+#: killing), SIGINT (Ctrl-C) and SIGHUP (a closed terminal).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -49,7 +50,7 @@ class StopRequest:
 
 @contextlib.contextmanager
 def catch_signals(request: StopRequest):
-    """SIGTERM and SIGINT ask ``request`` for a stop while the block runs (main thread only; elsewhere a no-op)."""
+    """SIGTERM, SIGINT and SIGHUP ask ``request`` for a stop while the block runs (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield request
         return

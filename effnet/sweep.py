@@ -42,7 +42,8 @@ from effnet import config
 from effnet.checkpoint import ensure_writable
 from effnet.compare import RUN_DIR_KEYS, SEED_KEY, SUMMARY, pid_alive, report_complete
 from effnet.errors import UserError
-from effnet.files import read_json_dict, write_json_atomic
+from effnet.paths import read_text
+from effnet.files import read_json_dict, take_lock, write_json_atomic
 from effnet.gintext import canonical, parse_value, short_labels
 from effnet.registry import get_registry
 
@@ -225,7 +226,7 @@ def parse_variants_file(path: str | os.PathLike, seeds: bool = False) -> list[Va
         if path.stat().st_size > MAX_VARIANTS_FILE:
             raise UserError(f"{path}: {path.stat().st_size} bytes is too large for a variants file (limit {MAX_VARIANTS_FILE}); "
                             f"is this the right file?")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "variants file")  # a FIFO or a device is named, never read
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); a variants file is text") from None
     except OSError as exc:
@@ -361,23 +362,16 @@ def _die_with_parent(parent: int):
 
 @contextlib.contextmanager
 def _lock(root: Path):
-    """One sweep at a time per root (released by the kernel even if the sweep is killed)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
+    """One sweep at a time per root (released by the kernel even if the sweep is killed); the same lock
+    as a training run's folder (effnet.files.take_lock)."""
     path = root / ".sweep.lock"
-    f = open(path, "a")
+    lock = take_lock(path, lambda holder: f"another effnet sweep is running in {root} ({holder} holds {path}); "
+                                          f"wait for it to end or pick another --model-dir")
     try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UserError(f"another effnet sweep is running in {root} (it holds {path}); wait for it to end "
-                            f"or pick another --model-dir") from None
         yield
     finally:
-        f.close()
+        if lock is not None:
+            lock.release()
 
 
 def _now() -> str:

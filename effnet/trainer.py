@@ -77,6 +77,7 @@ class Trainer:
         self.stop = StopRequest()  # asked by a signal (effnet.stopping) or a callback
         # made by setup()
         self.backend = None
+        self.run_lock = None  # the run folder's lock (runfolder.lock_run_folder), released when fit ends
         self.source = None
         self.class_names: list[str] | None = None
         self.num_classes = 0
@@ -113,8 +114,7 @@ class Trainer:
         self.backend = backend = registry.get("backend", cfg.plugin("backend"))()
         backend.setup()
         backend.check_launch(cfg.plugin("backend"))
-        if backend.is_writer:
-            ckpt_mod.ensure_writable(self.model_dir)
+        self.run_lock = runfolder.lock_run_folder(self.model_dir, backend.is_writer)  # one training per folder
 
         keras.backend.clear_session()  # fresh layer names and graphs when runs share a process
         precision_mod.configure(cfg.precision)
@@ -161,6 +161,8 @@ class Trainer:
         cfg = self.cfg
         latest = ckpt_mod.latest_checkpoint(self.model_dir)
         if latest is None:
+            if self.backend.is_writer:  # only damaged ones: starting over, they are kept aside (and said so)
+                ckpt_mod.set_aside_damaged(self.model_dir)
             if cfg.from_weights:
                 from effnet.weights import load_weights
 
@@ -204,27 +206,31 @@ class Trainer:
     def fit(self) -> dict:
         """Set up (unless done), train every remaining stage and epoch, and return the final report."""
         with catch_signals(self.stop):
-            if self.parts is None:
-                self.setup()
-            self.start_time = time.time()
             try:
-                self._callback("on_train_begin")
-                if self.cfg.callbacks:  # a resumed run's callbacks may stop it where it stopped before
-                    self._stop_if_asked(shared=True)
-                for stage in self.stages[self.position.stage:]:
-                    if stage.end_epoch <= self.position.epoch:
-                        continue
-                    self.start_stage(stage)
-                    for epoch in range(max(stage.start_epoch, self.position.epoch), stage.end_epoch):
-                        self.train_epoch(stage, epoch)
-                        self.end_epoch(stage, epoch)
+                if self.parts is None:
+                    self.setup()
+                self.start_time = time.time()
+                try:
+                    self._callback("on_train_begin")
+                    if self.cfg.callbacks:  # a resumed run's callbacks may stop it where it stopped before
                         self._stop_if_asked(shared=True)
-                    point("stage.end")  # kill-anywhere tests: a stage boundary
-                return self.finish()
-            except _EndedEarly:
-                return self.finish()
+                    for stage in self.stages[self.position.stage:]:
+                        if stage.end_epoch <= self.position.epoch:
+                            continue
+                        self.start_stage(stage)
+                        for epoch in range(max(stage.start_epoch, self.position.epoch), stage.end_epoch):
+                            self.train_epoch(stage, epoch)
+                            self.end_epoch(stage, epoch)
+                            self._stop_if_asked(shared=True)
+                        point("stage.end")  # kill-anywhere tests: a stage boundary
+                    return self.finish()
+                except _EndedEarly:
+                    return self.finish()
+                finally:
+                    self.log.close()
             finally:
-                self.log.close()
+                if self.run_lock is not None:
+                    self.run_lock.release()
 
     # -- stopping on request -----------------------------------------------------------------------
     def _stop_if_asked(self, during: str | None = None, shared: bool = False) -> None:

@@ -74,4 +74,4 @@ mkdir -p "$cache" || fail "cannot create the wheel cache $cache; set EFFNET_CACH
 
 "$python" -m pip install --quiet "$cache"/horovod-"${version}"-*.whl cloudpickle psutil \
     || fail "installing the Horovod wheel from $cache failed; delete that folder to rebuild it"
-"$python" -c "import horovod.tensorflow as hvd; hvd.init(); print('install_horovod.sh: Horovod', hvd.__version__ if hasattr(hvd, '__version__') else '${version}', 'works (gloo:', hvd.gloo_built(), ', nccl:', hvd.nccl_built(), ')')"
+TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} "$python" -c "import horovod.tensorflow as hvd; hvd.init(); print('install_horovod.sh: Horovod', hvd.__version__ if hasattr(hvd, '__version__') else '${version}', 'works (gloo:', hvd.gloo_built(), ', nccl:', hvd.nccl_built(), ')')"

@@ -21,6 +21,7 @@ import numpy as np
 from effnet.data import records as rec
 from effnet.data.source import SPLITS, DataSource, FolderSource, TFRecordSource
 from effnet.errors import UserError
+from effnet.paths import check_output, read_bytes, what_is
 
 
 class BadImage(Exception):
@@ -31,7 +32,10 @@ def to_jpeg_bytes(path: str, quality: int = 95) -> tuple[bytes, int, int, bool]:
     """``(jpeg bytes, height, width, converted?)`` for one image file."""
     from PIL import Image
 
-    data = Path(path).read_bytes()
+    try:  # a FIFO or a device named like an image is refused by name, never read
+        data = read_bytes(path, "image")
+    except UserError:
+        raise BadImage(f"{what_is(path)}, not a regular file") from None
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
@@ -61,10 +65,29 @@ def convert_folder(src: str, dst: str, *, train_shards: int | None = None, valid
 
     ``progress(split, total)`` must return a callable taking the number written so far.
     """
+    dst_path = check_output(dst, "DST folder", folder=True, inputs=[src])  # never inside SRC, a device, a run
     source = FolderSource(src, gin_name="SRC")
-    dst_path = Path(dst)
     if dst_path.exists() and any(n.startswith(("train-", "validation-")) for n in os.listdir(dst_path)):
         raise UserError(f"{dst} already holds TFRecord files; convert into an empty folder or delete them first")
+    existed = dst_path.exists()
+    written: list[Path] = []
+    try:
+        stats = _convert_splits(source, src, dst_path, written, train_shards, validation_shards, on_error, quality,
+                                seed, progress)
+    except BaseException:  # a refusal leaves neither records nor an empty DST behind
+        for path in written:
+            path.unlink(missing_ok=True)
+        if not existed:
+            try:
+                dst_path.rmdir()
+            except OSError:
+                pass
+        raise
+    return stats
+
+
+def _convert_splits(source, src, dst_path: Path, written: list, train_shards, validation_shards, on_error, quality,
+                    seed, progress) -> dict:
     dst_path.mkdir(parents=True, exist_ok=True)
     names = source.class_names
     label_of = {name: i for i, name in enumerate(names)}
@@ -97,8 +120,12 @@ def convert_folder(src: str, dst: str, *, train_shards: int | None = None, valid
                 stats["converted"] += int(converted)
                 per_class[cls] += 1
                 yield rec.make_example(encoded, label_of[cls] + 1, cls, "JPEG", height, width, os.path.relpath(path, src))
+            if files and not sum(per_class.values()):  # all skipped: an empty split that looks valid
+                raise UserError(f"none of the {len(files)} image(s) of {split} in {src} could be read (each is named "
+                                f"above); nothing was written: fix or replace the images")
 
         counts = rec.write_shards(dst_path, split, examples(), shards)
+        written.extend(dst_path / name for name in counts)
         stats["splits"][split] = {"examples": sum(counts.values()), "files": len(counts),
                                   "per_class": [per_class.get(n, 0) for n in names]}
     rec.write_metadata(dst_path, names, len(names), label_offset=1)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from effnet.errors import UserError
+from effnet.paths import open_input
 from effnet.files import write_text_atomic
 
 META_NAME = "effnet-dataset.json"
@@ -50,7 +51,7 @@ def _open(path: str, mode: str = "rb"):
         import tensorflow as tf
 
         return tf.io.gfile.GFile(path, mode)
-    return open(path, mode)
+    return open_input(path, "TFRecord file", mode)  # a FIFO or a device is named, never read
 
 
 def _stat(path: str) -> tuple[int, float]:

@@ -43,6 +43,7 @@ import keras
 import numpy as np
 
 from effnet.errors import UserError
+from effnet.paths import check_input, check_output
 from effnet.plugins.models import layers as _layers  # noqa: F401 - registers our layers for load_model
 from effnet.plugins.models.builder import build, layer_stage, weighted_layers
 from effnet.plugins.models.specs import NORMALIZATIONS, VARIANTS, VariantSpec, default_knobs, get_variant, normalization_name
@@ -237,9 +238,7 @@ def read_source(source, spec: VariantSpec | None = None) -> Source:
     """Read weights from a Keras model or a .keras / .weights.h5 / legacy .h5 file."""
     if isinstance(source, keras.Model):
         return _from_model(source, f"model {source.name!r}")
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"weights file {str(path)!r} not found")
+    path = check_input(source, "weights file")  # a FIFO, device or link loop is named, never opened
     if path.suffix == ".keras":
         return _from_model(load_keras_file(path), str(path))
     if path.suffix != ".h5":
@@ -428,7 +427,7 @@ def imagenet_weights_file(spec: VariantSpec) -> str:
 # Import command
 
 
-def _check_output(output) -> Path | None:
+def _check_output(output, source=None) -> Path | None:
     if output is None:
         return None
     output = Path(output)
@@ -436,7 +435,8 @@ def _check_output(output) -> Path | None:
         raise UserError(f"output {str(output)!r} must end with .weights.h5 or .keras")
     if not output.parent.is_dir():
         raise UserError(f"output folder {str(output.parent)!r} does not exist")
-    return output
+    # absent or a regular file, not the source, not a run folder's own file, writable, a name that fits
+    return check_output(output, "output", inputs=[source] if isinstance(source, (str, os.PathLike)) else [])
 
 
 def save_weights(model: keras.Model, path, metadata: Mapping | None = None) -> Path:
@@ -498,7 +498,7 @@ def import_keras_weights(
     value needs ``replace_head``. ``output`` (.weights.h5 or .keras) is written only if
     everything matched. ``check`` compares logits with the Keras model on random images.
     """
-    output = _check_output(output)
+    output = _check_output(output, source)
     spec = get_variant(variant) if variant else None
     src = read_source(source, spec)
     if spec is None:

@@ -11,7 +11,7 @@ COMMANDS = {"effnet.api", "effnet.trainer", "effnet.evaluation", "effnet.predict
             "effnet.benchmarking", "effnet.sweep", "effnet.compare"}
 # Leaves: they import nothing of effnet but each other.
 PRIMITIVES = {"effnet.errors", "effnet.files", "effnet.native", "effnet.images", "effnet.precision", "effnet.faults",
-              "effnet.validate"}
+              "effnet.validate", "effnet.paths"}
 
 
 def test_the_graph_is_read():

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.extras import requires
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -24,7 +26,7 @@ def horovod_available() -> bool:
     return shutil.which("horovodrun", path=str(BIN)) is not None or shutil.which("horovodrun") is not None
 
 
-needs_horovod = pytest.mark.skipif(not horovod_available(), reason="Horovod is not installed (make test installs it with scripts/install_horovod.sh)")
+needs_horovod = requires(horovod_available(), "Horovod", "make test installs it with scripts/install_horovod.sh")
 
 
 def _env(extra: dict | None = None) -> dict:

@@ -212,5 +212,13 @@ def test_cli_config_prints_resolved_config(exp, capsys):
 def test_cli_config_lists(exp, capsys):
     result = run_inprocess(capsys, "config", "--list")
     assert result.code == 0 and "base/loggers" in result.out
+    # experiments (runnable with --gin alone) apart from fragments, each with its one-line description
+    packaged = result.out.split("# ")[1]
+    experiments, fragments = packaged.split("experiments (run one with --gin NAME):\n")[1].split("fragments (")
+    assert "quickstart" in experiments and "efficientnet_v2_s/amp_8xA100" in experiments and "image_folder" in experiments
+    for fragment in ("base/train", "base/loggers", "data/imagenet", "models/efficientnet_v2_s"):
+        assert fragment in fragments and fragment not in experiments
+    line = next(ln for ln in experiments.splitlines() if ln.split()[:1] == ["quickstart"])
+    assert "demo data" in line
     result = run_inprocess(capsys, "config", "--configurables")
     assert result.code == 0 and "gin_test_train(epochs, batch_size, data_dir)" in result.out

@@ -23,13 +23,19 @@ def test_every_source_package_is_listed_in_pyproject():
             found.add(".".join((prefix, *rel)))
     # sub-packages of mapped packages must be declared or a wheel silently drops them
     assert found <= declared, f"missing from pyproject packages: {sorted(found - declared)}"
+    # gin's data folders too, or setuptools fills the install's first screen with warnings about them
+    gin_folders = {".".join(("effnet.gin", *d.relative_to(ROOT / "gin").parts))
+                   for d in (ROOT / "gin").rglob("*") if d.is_dir() and any(d.glob("*.gin"))}
+    assert gin_folders <= declared, f"gin folders missing from pyproject packages: {sorted(gin_folders - declared)}"
 
 
 def test_wheel_installs_only_under_effnet(tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
-        check=True, capture_output=True, cwd=tmp_path,
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--verbose", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
+        check=True, capture_output=True, text=True, cwd=tmp_path,
     )
+    # the install is a newcomer's first screen: nothing from the build that reads like a problem
+    assert "Warning" not in built.stdout + built.stderr, (built.stdout + built.stderr)[-3000:]
     wheel = next(tmp_path.glob("effnet-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
