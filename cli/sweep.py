@@ -30,7 +30,20 @@ FORMAT = click.Choice(["table", "csv", "json", "markdown"])
 @click.option("--launcher", metavar="'COMMAND'", help="Start each run through this command, e.g. 'horovodrun -np 2'.")
 @click.option("--format", "fmt", type=FORMAT, default="table", show_default=True, help="How to print the final comparison.")
 @click.option("--dry-run", is_flag=True, help="Print each run's folder, state and command; train nothing.")
-def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run):
+@click.option("--search", type=click.Choice(["grid", "optuna"]), default="grid", show_default=True,
+              help="grid: every --vary combination or variant; optuna: a search over --vary 'KEY=loguniform(a, b)', "
+                   "uniform(a, b), int(a, b), intlog(a, b), choice(a, ...) specs (or a file of them).")
+@click.option("--trials", type=int, default=10, show_default=True, help="--search optuna: how many trials the study holds.")
+@click.option("--objective", default="val_ema_top1", show_default=True, help="--search optuna: the report.json number to optimise.")
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]), default="maximize", show_default=True)
+@click.option("--search-seed", type=int, default=0, show_default=True, help="--search optuna: the TPE sampler's seed.")
+@click.option("--pruner", type=click.Choice(["median", "halving", "none"]), default="median", show_default=True,
+              help="--search optuna: stop trials whose per-epoch evaluation falls behind.")
+@click.option("--storage", metavar="URL", default=None,
+              help="--search optuna: the study's database (default sqlite:///ROOT/study.db); a shared URL lets "
+                   "sweep processes on several machines work on one study.")
+def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run, search, trials,
+          objective, direction, search_seed, pruner, storage):
     """Train variants of an experiment one after another, then compare them.
 
     Each variant trains with `effnet train` in ROOT/<what differs>. A failing variant does not stop
@@ -50,6 +63,10 @@ def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, l
     from effnet import compare
     from effnet.sweep import Sweep
 
+    if search == "optuna":
+        _search(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run, trials,
+                objective, direction, search_seed, pruner, storage)
+        return
     plan = Sweep.plan(root, gin_files, gin_params, data_dir=data_dir, varies=varies, variants_file=variants_file,
                       seeds=seeds, launcher=launcher)
     plan.validate()
@@ -74,6 +91,38 @@ def sweep(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, l
         raise UserError(f"{len(failed)} of {len(records)} runs did not finish, e.g. {first['name']}: "
                         f"{first.get('error') or first['status']}; see {plan.root / 'sweep.json'}, fix and run the "
                         f"same command again (finished runs are skipped)")
+
+
+def _search(gin_files, gin_params, root, data_dir, varies, variants_file, seeds, launcher, fmt, dry_run, trials,
+            objective, direction, search_seed, pruner, storage):
+    """`effnet sweep --search optuna`: every spec checked (and gin with each), then the study's trials."""
+    from effnet import compare, search as search_mod
+    from effnet.sweep import Sweep, resolve_variants_file
+
+    if varies and variants_file:
+        raise UserError("pass either --vary specs or --variants FILE, not both")
+    spaces = (search_mod.parse_space_file(resolve_variants_file(variants_file)) if variants_file
+              else search_mod.parse_space(varies))
+    plan = Sweep.plan(root, gin_files, gin_params, data_dir=data_dir, seeds=seeds, launcher=launcher, search=True)
+    shared = {p.split("=", 1)[0].strip(): p for p in gin_params}
+    for space in spaces:
+        if space.key in shared:
+            raise UserError(f"{space.where}: {space.key} is also set by --gin-param {shared[space.key]!r}; set it in one place")
+    study = search_mod.Search(plan, spaces, trials, objective=objective, direction=direction, seed=search_seed,
+                              pruner=pruner, storage=storage)
+    study.validate()
+    if dry_run:
+        for space in spaces:
+            click.echo(f"{space.key}: {space.kind}{space.args!r}")
+        click.echo(f"{trials} trials, {objective} ({direction}), study {study.storage}")
+        return
+    study.run(echo=click.echo)
+    comparison = compare.compare(compare.collect([plan.root]))
+    click.echo("")
+    click.echo(compare.render(comparison, fmt), nl=False)
+    best = study.best_line()
+    if best:
+        click.echo(best)
 
 
 @click.command(context_settings=CONTEXT)

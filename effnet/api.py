@@ -67,15 +67,30 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), model_dir
 
 def evaluate(model_dir, gin_files: Sequence[str] = (), bindings: Sequence[str] = (), data_dir=None,
              checkpoint: str = "latest", weights: str = "both", split: str = "validation", batch_size=None,
-             image_size=None, precision=None, xla=None) -> dict:
-    """``effnet eval``: evaluate a run's checkpoint on raw and EMA weights; returns the report (eval_report.json)."""
+             image_size=None, precision=None, xla=None, show_errors: int = 0) -> dict:
+    """``effnet eval``: evaluate a run's checkpoint on raw and EMA weights; returns the report (eval_report.json).
+
+    ``show_errors=N`` also draws the N most confident mistakes per weights (eval_errors_<weights>.png)."""
     from effnet.evaluation import evaluate_run
 
     shorthands = [f"dllogger.filename = {runfolder.EVAL_LOG!r}"]
     shorthands += _shorthand("train.eval_batch_size", batch_size) + _shorthand("train.eval_image_size", image_size)
     shorthands += _shorthand("train.precision", precision) + _shorthand("train.xla", xla)
     cfg = _run_settings(model_dir, gin_files, [*shorthands, *bindings], data_dir)
-    return evaluate_run(cfg, checkpoint=checkpoint, weights=weights, split=split)
+    return evaluate_run(cfg, checkpoint=checkpoint, weights=weights, split=split, show_errors=show_errors)
+
+
+def evaluate_artifact(model_dir, artifact, runtime=None, gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
+                      data_dir=None, checkpoint: str = "latest", weights: str = "auto", split: str = "validation",
+                      limit=None, batch_size=None) -> dict:
+    """``effnet eval --artifact``: an exported artifact in its own runtime on the run's data, next to the model."""
+    from effnet.exporter import evaluate_artifact as run_artifact
+    from effnet.runtimes import runtime_for
+
+    runtime = runtime_for(artifact, runtime)  # a bad path or runtime fails before anything heavy is loaded
+    cfg = _run_settings(model_dir, gin_files, bindings, data_dir)
+    return run_artifact(cfg, artifact, runtime, checkpoint=checkpoint, weights=weights, split=split, limit=limit,
+                        batch=batch_size or 32)
 
 
 def predict(model_dir, images: Sequence[str], gin_files: Sequence[str] = (), bindings: Sequence[str] = (), data_dir=None,
@@ -98,8 +113,11 @@ def predict(model_dir, images: Sequence[str], gin_files: Sequence[str] = (), bin
 def export(model_dir, formats: Sequence[str] = ("all",), output=None, gin_files: Sequence[str] = (),
            bindings: Sequence[str] = (), data_dir=None, checkpoint: str = "latest", weights: str = "auto", labels=None,
            top_k: int = 5, samples: Sequence[str] = (), num_samples: int = 16, max_diff=None, min_agreement=None,
-           on_start=None, on_result=None) -> dict:
-    """``effnet export``: SavedModel / .keras / TFLite, each re-loaded and checked; returns export_report.json's content."""
+           on_start=None, on_result=None, calibration: Sequence[str] = (), calibration_images: int = 100,
+           int8_io: bool = False, validate: bool = False, validation_images: int | None = None,
+           max_top1_drop=None) -> dict:
+    """``effnet export``: SavedModel / .keras / TFLite / ONNX / OpenVINO, each re-loaded and checked; returns
+    export_report.json's content."""
     from effnet.exporter import export_run, parse_formats
     from effnet.images import find_images
 
@@ -108,10 +126,13 @@ def export(model_dir, formats: Sequence[str] = ("all",), output=None, gin_files:
         check_output(output if output is not None else Path(model_dir) / "export", "--output folder", folder=True,
                      inputs=[*samples, labels, *gin_files])
     sample_files = find_images(samples) if samples else None
+    calibration_files = find_images(calibration) if calibration else None
     cfg = _run_settings(model_dir, gin_files, bindings, data_dir)
     return export_run(cfg, formats, output=output, checkpoint=checkpoint, weights=weights, labels_file=labels,
                       top_k=top_k, sample_files=sample_files, num_samples=num_samples, max_diff=max_diff,
-                      min_agreement=min_agreement, on_start=on_start, on_result=on_result)
+                      min_agreement=min_agreement, on_start=on_start, on_result=on_result,
+                      calibration_files=calibration_files, calibration_count=calibration_images, int8_io=int8_io,
+                      validate=validate, validation_limit=validation_images, max_top1_drop=max_top1_drop)
 
 
 def benchmark(mode: str = "infer", gin_files: Sequence[str] = (), bindings: Sequence[str] = (), progress=None,

@@ -62,12 +62,13 @@ class StepSettings:
 
 
 def build_step(model, settings: StepSettings, learning_rate, *, global_batch: int, accumulation: int = 1,
-               backend: Backend | None = None, global_step=None):
+               backend: Backend | None = None, global_step=None, class_weights=None):
     """``(optimizer, ema, step)`` for ``model``: the one way a training step is built.
 
     The optimizer and EMA are made inside ``backend.scope()``; ``learning_rate`` is a number or a
     schedule counting optimizer updates; ``global_step`` (optional) is the int64 variable the step
-    counts, or a function that makes it (called once the optimizer and EMA exist).
+    counts, or a function that makes it (called once the optimizer and EMA exist); ``class_weights``
+    one loss weight per class (the run's resolved ``train.class_weights``) or None.
     """
     from effnet.ema import ExponentialMovingAverage
     from effnet.step import TrainStep, decayed_variables
@@ -81,7 +82,8 @@ def build_step(model, settings: StepSettings, learning_rate, *, global_batch: in
     step = TrainStep(model, optimizer, global_batch=global_batch, backend=backend,
                      label_smoothing=settings.label_smoothing, weight_decay=settings.weight_decay,
                      decay_vars=decayed_variables(model, settings.decay_bias, settings.decay_norm),
-                     accumulation_steps=accumulation, ema=ema, jit_compile=settings.xla, global_step=global_step)
+                     accumulation_steps=accumulation, ema=ema, jit_compile=settings.xla, global_step=global_step,
+                     class_weights=class_weights)
     return optimizer, ema, step
 
 
@@ -245,12 +247,12 @@ class RunParts:
 
 
 def assemble(cfg: TrainConfig, backend: Backend, num_classes: int, num_train: int, *, gin_text: str = "",
-             log: Callable[[str], None] | None = None) -> RunParts:
+             log: Callable[[str], None] | None = None, class_weights=None) -> RunParts:
     """Build a training run's parts, in a fixed order (the RNG draws of a resumed run depend on it).
 
     Call after the backend is set up and precision and seeds are configured. ``gin_text`` is the
     run's gin config (the memory planner's probes rebuild the model with it); ``log`` prints the
-    writer's start-up notices (stderr by default).
+    writer's start-up notices (stderr by default); ``class_weights`` weights the loss per class.
     """
     import tensorflow as tf
 
@@ -290,7 +292,7 @@ def assemble(cfg: TrainConfig, backend: Backend, num_classes: int, num_train: in
 
     optimizer, ema, step = build_step(model, settings, schedule, global_batch=plan.global_batch,
                                       accumulation=max(accumulation, cfg.grad_accum_steps), backend=backend,
-                                      global_step=global_step)
+                                      global_step=global_step, class_weights=class_weights)
     evaluator = Evaluator(model, backend, jit_compile=settings.xla)
     return RunParts(model=model, stages=stage_list, stage_steps=stage_steps, total_steps=total_steps,
                     global_batch=plan.global_batch, base_lr=base_lr, schedule=schedule, optimizer=optimizer, ema=ema,

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import UserError
+from effnet.layout import CHECKPOINTS
 from effnet.paths import read_text
 from effnet.faults import point
 from effnet.files import file_digest
 
-SUBDIR = "checkpoints"
+SUBDIR = CHECKPOINTS
 PREFIX = "ckpt-"
 TF_PREFIX = "ckpt"
 META = "meta.json"

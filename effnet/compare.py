@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from effnet.errors import UserError
+from effnet.layout import LOG
 from effnet.files import read_json_dict
 from effnet.paths import is_regular, open_input, what_is
 from effnet.gintext import parse_bindings, short_labels
@@ -37,7 +38,6 @@ from effnet.runfolder import OPERATIVE_CONFIG, REPORT
 
 __all__ = ["FORMATS", "METRICS", "PLOT_METRICS", "Comparison", "Run", "collect", "compare", "pid_alive", "report_complete", "plot", "read_run", "render"]
 
-LOG = "log.json"  # the dllogger sink's default file name (a run may bind dllogger.filename to another)
 SUMMARY = "sweep.json"  # written by effnet sweep in the folder that holds its runs
 RUN_DIR_KEYS = {"MODEL_DIR", "train.model_dir"}  # every run has its own folder: never a column
 SEED_KEY = "train.seed"
@@ -213,6 +213,8 @@ def read_run(folder: str | Path, record: dict | None = None) -> Run:
     started = run.full_config or bool(run.curve) or (folder / "checkpoints").is_dir()
     if report_ok:
         run.status = "done"
+    elif record and record.get("status") == "pruned":  # stopped by a search's pruner (effnet.search)
+        run.status = "pruned"
     elif record and record.get("status") == "failed":
         run.status, run.error = "failed", str(record.get("error") or "failed")
     elif record and record.get("status") == "running" and pid_alive(record.get("pid"), folder):

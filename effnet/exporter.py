@@ -39,7 +39,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,7 +49,9 @@ from effnet.errors import UserError, did_you_mean
 from effnet.faults import point
 from effnet.files import write_json_atomic
 from effnet.native import captured_stderr
-from effnet.settings import DEFAULT_MAX_PROB_DIFF, DEFAULT_MIN_TOP1_AGREEMENT, FILENAMES, FORMATS, export_bounds
+from effnet.runtimes import TFLiteRunner, tflite_interpreter
+from effnet.settings import (ALL_FORMATS, DEFAULT_MAX_PROB_DIFF, DEFAULT_MAX_TOP1_DROP, DEFAULT_MIN_TOP1_AGREEMENT, FILENAMES,
+                             FORMATS, export_bounds)
 
 REPORT_NAME = "export_report.json"
 
@@ -61,7 +62,7 @@ def parse_formats(names: Sequence[str]) -> list[str]:
     for item in names or ["all"]:
         for name in filter(None, (n.strip() for n in str(item).split(","))):
             if name == "all":
-                wanted.update(FORMATS)
+                wanted.update(ALL_FORMATS)
             elif name in FORMATS:
                 wanted.add(name)
             else:
@@ -80,26 +81,47 @@ class Parity:
     samples: int
     bound_max_prob_diff: float
     bound_min_top1_agreement: float
+    bound_max_top1_drop: float = 1.0
     size_bytes: int = 0
     seconds: float = 0.0
     detail: dict = field(default_factory=dict)  # per signature, for the SavedModel
+    # with --validate: validation top-1 of the artifact (in its runtime) and of the in-memory model
+    validation_images: int = 0
+    validation_top1: float | None = None
+    model_top1: float | None = None
+
+    @property
+    def top1_drop(self) -> float | None:
+        return None if self.validation_top1 is None else self.model_top1 - self.validation_top1
+
+    @property
+    def accurate(self) -> bool:
+        return self.top1_drop is None or self.top1_drop <= self.bound_max_top1_drop + 1e-9
 
     @property
     def top1_agreement(self) -> float:
         return self.top1_agree / self.samples if self.samples else float("nan")
 
     @property
-    def passed(self) -> bool:
+    def agrees(self) -> bool:
         return self.max_prob_diff <= self.bound_max_prob_diff and self.top1_agreement >= self.bound_min_top1_agreement
 
+    @property
+    def passed(self) -> bool:
+        return self.agrees and self.accurate
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "top1_agreement": self.top1_agreement, "passed": self.passed}
+        return {**asdict(self), "top1_agreement": self.top1_agreement, "top1_drop": self.top1_drop, "passed": self.passed}
 
     def line(self) -> str:
         status = "ok" if self.passed else "FAILED"
+        validated = ""
+        if self.validation_top1 is not None:
+            validated = (f"  validation top-1 {100 * self.validation_top1:.2f}% vs model {100 * self.model_top1:.2f}% "
+                         f"(drop {100 * self.top1_drop:+.2f} pt, bound {100 * self.bound_max_top1_drop:.1f})")
         return (f"{self.format:<15} max |prob diff| {self.max_prob_diff:.2e} (bound {self.bound_max_prob_diff:.0e})  "
                 f"top-1 agreement {self.top1_agree}/{self.samples} = {100 * self.top1_agreement:.1f}% "
-                f"(bound {100 * self.bound_min_top1_agreement:.0f}%)  {status}")
+                f"(bound {100 * self.bound_min_top1_agreement:.0f}%){validated}  {status}")
 
 
 def _compare(fmt: str, path: Path, ref, out, bounds) -> Parity:
@@ -112,7 +134,8 @@ def _compare(fmt: str, path: Path, ref, out, bounds) -> Parity:
     if not np.all(np.isfinite(out)):
         diff = float("inf")
     agree = int(np.sum(np.argmax(ref, -1) == np.argmax(out, -1)))
-    return Parity(fmt, str(path), diff, agree, int(ref.shape[0]), *bounds[fmt])
+    max_diff, min_agreement, max_drop = bounds[fmt]
+    return Parity(fmt, str(path), diff, agree, int(ref.shape[0]), max_diff, min_agreement, max_drop)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,32 +233,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def tflite_interpreter(content: bytes):
-    """The TFLite interpreter: LiteRT's when installed, else TensorFlow's (deprecated there, still present)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Interpreter(model_content=content)
-
-
 def run_tflite(content: bytes, images) -> "np.ndarray":  # noqa: F821
-    """Run a TFLite model with one float input on a batch of images (the batch size is resized)."""
-    import numpy as np
-
-    with captured_stderr():  # the runtime announces its XNNPACK delegate on stderr
-        interpreter = tflite_interpreter(content)
-        inp = interpreter.get_input_details()[0]
-        images = np.asarray(images, dtype=inp["dtype"])
-        interpreter.resize_tensor_input(inp["index"], list(images.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], images)
-        interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+    """Run a TFLite model with one image input on a batch of float images (int8 I/O is (de)quantized)."""
+    return TFLiteRunner(content)(images)
 
 
 class Exporter:
@@ -317,18 +317,28 @@ class Exporter:
     def write_keras(self, path: Path) -> None:
         self.model.save(str(path))
 
-    def tflite_bytes(self, variant: str, workdir: Path) -> bytes:
-        """Convert the float signature to TFLite: ``tflite`` (float32), ``tflite_float16``, ``tflite_dynamic``."""
+    def float_saved_model(self, workdir: Path) -> Path:
+        """The float signature alone (``serving_default``: float images -> probabilities), written once per
+        export: the source of every converted format (TFLite, ONNX, OpenVINO)."""
         import keras
-        import tensorflow as tf
 
-        saved = workdir / "tflite_source"
+        saved = workdir / "float_source"
         if not saved.exists():
             archive = keras.export.ExportArchive()
             # not archive.track(model): endpoints track the variables they use; tracking the model as well
             # stores every weight twice (Keras variables and the tf.Variables inside them)
             archive.add_endpoint("serving_default", self.probabilities, input_signature=[self._float_spec()])
             archive.write_out(str(saved), verbose=False)
+        return saved
+
+    def tflite_bytes(self, variant: str, workdir: Path, calibration=None, int8_io: bool = False) -> bytes:
+        """Convert the float signature to TFLite: ``tflite`` (float32), ``tflite_float16``, ``tflite_dynamic``,
+        or ``tflite_int8`` (full-integer: int8 weights and activations, ranges calibrated on ``calibration``,
+        float32 or, with ``int8_io``, int8 input and output)."""
+        import numpy as np
+        import tensorflow as tf
+
+        saved = self.float_saved_model(workdir)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if variant == "tflite_float16":
@@ -336,19 +346,51 @@ class Exporter:
             converter.target_spec.supported_types = [tf.float16]
         elif variant == "tflite_dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif variant == "tflite_int8":
+            images = np.asarray(calibration, np.float32)
+
+            def representative():
+                for image in images:
+                    yield [image[None]]
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            # every op in int8: a model with an op that has no int8 kernel fails here instead of keeping float ops
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
         try:
-            return converter.convert()
+            with captured_stderr():
+                return converter.convert()
         except Exception as exc:  # noqa: BLE001 - the converter raises many types; keep its first line
             first = " ".join(str(exc).strip().split("\n")[0].split())[:300]
             raise RuntimeError(f"TFLite conversion ({variant}) failed: {type(exc).__name__}: {first}") from exc
 
+    def _write_converted(self, fmt: str, tmp: Path, work: Path, calibration, int8_io: bool):
+        """Write ``fmt`` (a converted format) to ``tmp``; returns the artifact loaded in its runtime."""
+        from effnet import runtimes
+
+        if fmt == "onnx":
+            runtimes.require("onnxruntime", "--format onnx")  # before converting: the check needs the runtime too
+            runtimes.convert_onnx(self.float_saved_model(work), tmp)
+        elif fmt == "openvino":
+            runtimes.convert_openvino(self.float_saved_model(work), tmp)
+        else:
+            tmp.write_bytes(self.tflite_bytes(fmt, work, calibration, int8_io))
+        point("export.after_write")  # kill-anywhere tests: written, not yet checked
+        runtime = {"onnx": "onnxruntime", "openvino": "openvino"}.get(fmt, "tflite")
+        return runtimes.load(tmp, runtime)
+
     # -- the whole export -------------------------------------------------------------------------------
     def export(self, output_dir, formats: Sequence[str], samples: Sequence[bytes], bounds: dict | None = None,
-               on_result=None) -> list[Parity]:
+               on_result=None, calibration=None, int8_io: bool = False, validation=None) -> list[Parity]:
         """Write, re-load and check every format; returns the parity of each.
 
-        Stops at the first artifact beyond its bounds (UserError); artifacts checked before it
-        stay in place, the failing one is removed.
+        ``calibration``: decoded float images for ``tflite_int8``; ``validation``: batches of
+        ``(images, labels)`` (:class:`ValidationData`) on which each artifact's top-1 is measured
+        against the in-memory model's and held to ``max_top1_drop``. Stops at the first artifact beyond its bounds
+        (UserError); artifacts checked before it stay in place, the failing one is removed.
         """
         import numpy as np
         import tensorflow as tf
@@ -358,9 +400,14 @@ class Exporter:
         output_dir.mkdir(parents=True, exist_ok=True)
         if not samples:
             raise UserError("no sample images for the parity check; pass --samples with images or raise --num-samples")
+        if "tflite_int8" in formats and (calibration is None or len(calibration) == 0):
+            raise UserError("--format tflite_int8 needs calibration images; pass --calibration with images")
         decoded = self.decode_samples(samples)
         floats = decoded.astype(np.float32)
         ref = self.reference(floats)
+        model_top1 = None
+        if validation is not None:
+            model_top1 = accuracy_of(self.reference, validation)[0]
         results: list[Parity] = []
         remove_leftovers(output_dir)
         with tempfile.TemporaryDirectory(dir=output_dir, prefix=f".tmp-export-{os.getpid()}-") as work:
@@ -381,27 +428,35 @@ class Exporter:
                     parity = Parity(**{**asdict(worst), "detail": {
                         "serving_default (encoded bytes)": parity_bytes.as_dict(),
                         "serving_images (float images)": parity_images.as_dict()}})
-                    del loaded
+                    signature = loaded.signatures["serving_images"]
+
+                    def predict(x, signature=signature):
+                        return signature(images=tf.constant(x))["probabilities"].numpy()
                 elif fmt == "keras":
                     import keras
 
                     self.write_keras(tmp)
                     point("export.after_write")  # kill-anywhere tests: written, not yet checked
                     loaded = keras.saving.load_model(str(tmp), compile=False)
-                    out = metrics.probabilities(loaded(floats, training=False)).numpy()
-                    parity = _compare(fmt, final, ref, out, bounds)
-                    del loaded
+
+                    def predict(x, loaded=loaded):
+                        return metrics.probabilities(loaded(x, training=False)).numpy()
+                    parity = _compare(fmt, final, ref, predict(floats), bounds)
                 else:
-                    content = self.tflite_bytes(fmt, work)
-                    tmp.write_bytes(content)
-                    point("export.after_write")  # kill-anywhere tests: written, not yet checked
-                    parity = _compare(fmt, final, ref, run_tflite(tmp.read_bytes(), floats), bounds)
+                    loaded = self._write_converted(fmt, tmp, work, calibration, int8_io)
+                    predict = loaded.predict
+                    parity = _compare(fmt, final, ref, predict(floats), bounds)
+                if validation is not None and parity.agrees:
+                    parity.validation_top1 = accuracy_of(predict, validation)[0]
+                    parity.model_top1 = model_top1
+                    parity.validation_images = validation.count
+                del loaded, predict
                 parity.size_bytes = _size(tmp)
                 parity.seconds = time.perf_counter() - started
                 results.append(parity)
                 if on_result is not None:
                     on_result(parity)
-                if not parity.passed:
+                if not parity.agrees:
                     _remove(tmp)
                     raise UserError(
                         f"{fmt} export differs from the model beyond its bounds: max |prob diff| "
@@ -410,12 +465,160 @@ class Exporter:
                         f"{final} was not written; raise the bound (--max-diff / --min-agreement, or gin "
                         f"export.max_prob_diff / export.min_top1_agreement) or export another --format"
                     )
+                if not parity.accurate:
+                    _remove(tmp)
+                    raise UserError(
+                        f"{fmt} export loses {100 * parity.top1_drop:.2f} points of validation top-1 "
+                        f"({100 * parity.validation_top1:.2f}% vs the model's {100 * parity.model_top1:.2f}% on "
+                        f"{parity.validation_images} images; bound export.max_top1_drop {parity.bound_max_top1_drop:g}); "
+                        f"{final} was not written; check the calibration images or raise the bound "
+                        f"(--max-top1-drop, or gin export.max_top1_drop)"
+                    )
                 point("export.before_rename")
                 # export_report.json marks a finished export: once an artifact changes, an older
                 # report no longer describes the folder (export_run writes the new one last)
                 (output_dir / REPORT_NAME).unlink(missing_ok=True)
                 _place(tmp, final)
         return results
+
+
+def accuracy_of(predict, data, k: int = 5) -> tuple[float, float, int]:
+    """``(top-1, top-k, images)`` of ``predict`` (float images -> probabilities) over ``data``'s batches."""
+    import numpy as np
+
+    top1 = topk = count = 0
+    for images, labels in data:
+        probs = np.asarray(predict(images))
+        labels = np.asarray(labels)
+        top1 += int(np.sum(np.argmax(probs, -1) == labels))
+        best = np.argsort(-probs, axis=-1)[:, :k]
+        topk += int(np.sum(np.any(best == labels[:, None], axis=-1)))
+        count += len(labels)
+    return (top1 / count, topk / count, count) if count else (float("nan"), float("nan"), 0)
+
+
+def decode_all(exporter: Exporter, encoded: Sequence[bytes]):
+    """Decode encoded images with the run's evaluation preprocessing, skipping unreadable ones.
+
+    Returns ``(images float32 [N, S, S, 3], indices of the images kept)``.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    images, kept = [], []
+    for i, data in enumerate(encoded):
+        try:
+            images.append(exporter._decode_one(tf.constant(data)).numpy())
+            kept.append(i)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, ValueError):
+            continue
+    size = exporter.image_size
+    return (np.stack(images).astype(np.float32) if images else np.zeros([0, size, size, 3], np.float32)), kept
+
+
+def calibration_images(cfg, exporter: Exporter, files=None, count: int = 100):
+    """Calibration images for ``tflite_int8``, decoded with the evaluation preprocessing.
+
+    The given files (the first ``count`` of them, in sorted order), else the first ``count``
+    records of the run's training split in file order: the same images on every export of a run.
+    """
+    if files:
+        images, _ = decode_all(exporter, file_samples(files, count))
+        origin = f"{len(images)} given images"
+        if not len(images):
+            raise UserError(f"no readable image among the {min(len(files), count)} calibration files "
+                            f"(first: {files[0]}); pass --calibration with JPEG/PNG/BMP/GIF images")
+        return images, origin
+    from effnet import registry
+
+    try:
+        source = registry.get("dataset", cfg.dataset)()
+        encoded = [bytes(e) for e, _ in source.records("train").take(count).as_numpy_iterator()]
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to read the data is the same advice
+        raise UserError(f"tflite_int8 calibrates on the run's training images, and dataset {cfg.dataset!r} could not be "
+                        f"read ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                        f"pass --data-dir or --calibration with images") from None
+    images, _ = decode_all(exporter, encoded)
+    if not len(images):
+        raise UserError(f"no readable image in the training split of {cfg.dataset!r} for tflite_int8 calibration; "
+                        f"pass --calibration with images")
+    return images, f"the first {len(images)} training images of {cfg.dataset}"
+
+
+class ValidationData:
+    """A split of the run's dataset, decoded with the evaluation preprocessing, in float batches
+    ``(images [B, S, S, 3], labels [B])``; unreadable images are skipped. Iterable more than once
+    (each pass reads the records again: nothing larger than a batch is held)."""
+
+    def __init__(self, cfg, exporter: Exporter, limit: int | None = None, split: str = "validation", batch: int = 32):
+        from effnet import registry
+
+        self.split, self.dataset, self.batch = split, cfg.dataset, int(batch)
+        self._decode = exporter._decode
+        try:
+            source = registry.get("dataset", cfg.dataset)()
+            self._records = source.records(split)
+            if limit:
+                self._records = self._records.take(int(limit))
+            self.count = sum(len(labels) for _, labels in self)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to read the data is the same advice
+            raise UserError(f"the {split} split of dataset {cfg.dataset!r} could not be read ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:160]}); pass --data-dir, or leave out the validation") from None
+        if not self.count:
+            raise UserError(f"no readable image in the {split} split of {cfg.dataset!r}; pass --data-dir, or leave out "
+                            f"the validation")
+
+    def __iter__(self):
+        import tensorflow as tf
+
+        ds = self._records.map(lambda encoded, label: (tf.cast(self._decode(encoded), tf.float32), label))
+        yield from ds.ignore_errors().batch(self.batch).as_numpy_iterator()
+
+
+def validation_set(cfg, exporter: Exporter, limit: int | None = None, split: str = "validation") -> ValidationData:
+    """The run's ``split`` (its first ``limit`` images) as :class:`ValidationData`."""
+    return ValidationData(cfg, exporter, limit, split)
+
+
+def evaluate_artifact(cfg, path, runtime: str | None = None, checkpoint: str = "latest", weights: str = "auto",
+                      split: str = "validation", limit: int | None = None, batch: int = 32) -> dict:
+    """``effnet eval --artifact``: top-1/top-5 of an exported artifact in its own runtime on the run's
+    ``split``, next to the in-memory model's (the run's checkpoint) on the same decoded images."""
+    from effnet import runtimes
+    from effnet.data import pipeline_options
+
+    loaded = runtimes.load(path, runtime)
+    run = runfolder.load_run(cfg, checkpoint=checkpoint, weights=weights, precision="fp32")
+    size = loaded.image_size or run.image_size
+    opts = pipeline_options()
+    exporter = Exporter(run.model, size, None, 5, opts.eval_crop_fraction, opts.resize_method,
+                        num_classes=run.num_classes, whole_frame=opts.eval_whole_frame)
+    data = ValidationData(cfg, exporter, limit, split, batch)
+    k = min(5, run.num_classes)
+    started = time.perf_counter()
+    art_top1, art_topk, count = accuracy_of(loaded.predict, data, k)
+    seconds = time.perf_counter() - started
+    model_top1, model_topk, _ = accuracy_of(exporter.reference, data, k)
+    return {"artifact": str(path), "runtime": loaded.runtime, "detail": loaded.detail, "model": cfg.model,
+            "dataset": cfg.dataset, "split": split, "images": count, "image_size": size,
+            "checkpoint": str(run.checkpoint.path), "weights": "ema" if run.ema else "raw", "k": k,
+            "artifact_top1": art_top1, "artifact_top5": art_topk, "model_top1": model_top1, "model_top5": model_topk,
+            "top1_drop": model_top1 - art_top1, "artifact_seconds": seconds}
+
+
+def artifact_lines(report: dict) -> list[str]:
+    """``effnet eval --artifact``'s table."""
+    k = report["k"]
+    return [f"{report['artifact']} ({report['runtime']}) on {report['dataset']}/{report['split']}, {report['images']} images, "
+            f"{report['image_size']} px; model: {Path(report['checkpoint']).name}, {report['weights']} weights",
+            f"{'':<10}{'top-1':>9}{f'top-{k}':>9}",
+            f"{'artifact':<10}{100 * report['artifact_top1']:>8.2f}%{100 * report['artifact_top5']:>8.2f}%",
+            f"{'model':<10}{100 * report['model_top1']:>8.2f}%{100 * report['model_top5']:>8.2f}%",
+            f"top-1 drop {100 * report['top1_drop']:+.2f} points"]
 
 
 def run_samples(cfg, image_size: int, sample_files=None, count: int = 16) -> tuple[list[bytes], str]:
@@ -435,12 +638,16 @@ def run_samples(cfg, image_size: int, sample_files=None, count: int = 16) -> tup
 
 def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: str = "latest", weights: str = "auto",
                labels_file=None, top_k: int = 5, sample_files=None, num_samples: int = 16,
-               max_diff: float | None = None, min_agreement: float | None = None, on_start=None, on_result=None) -> dict:
+               max_diff: float | None = None, min_agreement: float | None = None, on_start=None, on_result=None,
+               calibration_files=None, calibration_count: int = 100, int8_io: bool = False, validate: bool = False,
+               validation_limit: int | None = None, max_top1_drop: float | None = None) -> dict:
     """``effnet export``: a run's checkpoint as the chosen formats, each checked on reload; returns the report.
 
     Writes ``export_report.json`` (and ``labels.txt`` when class names are known) into ``output``
     (default ``<model_dir>/export``). ``on_start(text)`` hears what is exported, ``on_result(parity)``
-    each format's check.
+    each format's check. ``tflite_int8`` calibrates on ``calibration_files`` or the first
+    ``calibration_count`` training images; ``validate`` measures each artifact's validation top-1
+    (the first ``validation_limit`` images) against the model's, bounded by ``max_top1_drop``.
     """
     from effnet.data import pipeline_options
     from effnet.prediction import dataset_class_names
@@ -449,21 +656,30 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
     run = runfolder.load_run(cfg, checkpoint=checkpoint, weights=weights, precision="fp32")
     class_names = runfolder.class_names_for(run.num_classes, labels_file, cfg.model_dir, dataset_class_names(cfg))
     bounds = export_bounds()
-    if max_diff is not None or min_agreement is not None:
-        bounds = {f: (max_diff if max_diff is not None else d, min_agreement if min_agreement is not None else a)
-                  for f, (d, a) in bounds.items()}
+    bounds = {f: (d if max_diff is None else max_diff, a if min_agreement is None else min_agreement,
+                  drop if max_top1_drop is None else max_top1_drop) for f, (d, a, drop) in bounds.items()}
     samples, origin = run_samples(cfg, run.image_size, sample_files, num_samples)
     opts = pipeline_options()
     exporter = Exporter(run.model, run.image_size, class_names, top_k, opts.eval_crop_fraction, opts.resize_method,
                         num_classes=run.num_classes, whole_frame=opts.eval_whole_frame)
     out_dir = Path(output) if output else Path(cfg.model_dir) / "export"
+    calibration, calibration_origin = None, None
+    if "tflite_int8" in names:
+        calibration, calibration_origin = calibration_images(cfg, exporter, calibration_files, calibration_count)
+    validation = validation_set(cfg, exporter, validation_limit) if validate else None
     if on_start is not None:
-        on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}")
+        extra = f"; tflite_int8 calibrated on {calibration_origin}" if calibration_origin else ""
+        extra += f"; validation top-1 on {validation.count} images" if validation is not None else ""
+        on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}{extra}")
     existed = out_dir.exists()
     try:
-        results = exporter.export(out_dir, names, samples, bounds, on_result=on_result)
+        results = exporter.export(out_dir, names, samples, bounds, on_result=on_result, calibration=calibration,
+                                  int8_io=int8_io, validation=validation)
         point("export.before_report")
         report = _export_report(cfg, run, class_names, samples, origin, out_dir, results)
+        report["calibration"] = calibration_origin
+        report["tflite_int8_io"] = ("int8" if int8_io else "float32") if calibration_origin else None
+        report["validation_images"] = validation.count if validation is not None else None
         if class_names:
             runfolder.write_labels(out_dir, class_names)
         write_json_atomic(out_dir / REPORT_NAME, report)
@@ -524,7 +740,9 @@ def _export_report(cfg, run, class_names, samples, origin, out_dir, results) -> 
 
 
 __all__ = [
+    "ALL_FORMATS",
     "DEFAULT_MAX_PROB_DIFF",
+    "DEFAULT_MAX_TOP1_DROP",
     "DEFAULT_MIN_TOP1_AGREEMENT",
     "Exporter",
     "FILENAMES",
@@ -538,6 +756,13 @@ __all__ = [
     "parse_formats",
     "remove_leftovers",
     "run_samples",
+    "calibration_images",
+    "decode_all",
+    "ValidationData",
+    "accuracy_of",
+    "artifact_lines",
+    "evaluate_artifact",
+    "validation_set",
     "run_tflite",
     "synthetic_samples",
     "tflite_interpreter",

@@ -41,9 +41,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from effnet.errors import UserError
+from effnet.layout import MEMORY_PLAN
 from effnet.files import read_json_dict, write_json_atomic
 
-PLAN_FILE = "memory_plan.json"
+PLAN_FILE = MEMORY_PLAN
 #: Micro-batches the planner measures at each stage's image size (the fit's two points).
 PROBE_BATCHES = (4, 16)
 #: With no ``train.memory_budget_gb``: this fraction of the memory available to the process (the

@@ -23,13 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from effnet.errors import UserError
-
-# A run folder's own files and folders (effnet.runfolder names them; the layout lives there, the
-# names are repeated here because this module is a leaf). A folder holding either marker is a run.
-RUN_MARKERS = ("operative_config.gin", "checkpoints")
-RUN_OWN = frozenset({"operative_config.gin", "labels.txt", "report.json", "training_curves.png", "eval_report.json",
-                     "eval_log.json", "log.json", "memory_plan.json", "checkpoints", "tensorboard", ".effnet.lock"})
-
+from effnet.layout import RUN_MARKERS, RUN_OWN
 
 def what_is(path) -> str:
     """What ``path`` actually is, in words: 'a regular file', 'a FIFO (named pipe)', 'a symlink loop' ..."""

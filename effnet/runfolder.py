@@ -6,7 +6,9 @@ Used by training (which writes it) and by eval, predict and export (which read i
       operative_config.gin        every value the run used (OPERATIVE_CONFIG)
       labels.txt                  class names, one per line, in label order (LABELS)
       report.json                 the final numbers (REPORT); training_curves.png (CURVES)
-      eval_report.json            written by `effnet eval` (EVAL_REPORT), with eval_log.json (EVAL_LOG)
+      eval_report.json            written by `effnet eval` (EVAL_REPORT), with eval_log.json (EVAL_LOG) and,
+                                  per weights (raw, ema): eval_confusion_<w>.csv/.png, eval_reliability_<w>.png
+                                  (EVAL_FILES), eval_errors_<w>.png with --show-errors
       checkpoints/ckpt-<step>/    TF checkpoint, meta.json, a copy of the operative config
 
 Typical use, after gin holds the run's config (``effnet.load_run(path)`` does both)::
@@ -32,13 +34,8 @@ from effnet.paths import check_input, read_text
 from effnet.models import build_model, check_image_size
 from effnet.weights import load_weights
 
-OPERATIVE_CONFIG = "operative_config.gin"
-LABELS = "labels.txt"
-REPORT = "report.json"
-CURVES = "training_curves.png"
-EVAL_REPORT = "eval_report.json"
-EVAL_LOG = "eval_log.json"
-LOCK = ".effnet.lock"  # held by the process training in the folder (effnet.files.take_lock)
+from effnet.layout import CURVES, EVAL_FILES, EVAL_LOG, EVAL_REPORT, LABELS, LOCK, OPERATIVE_CONFIG, REPORT  # noqa: F401
+
 WEIGHT_CHOICES = ("auto", "ema", "raw")
 
 

@@ -104,12 +104,14 @@ class TrainStep:
     def __init__(self, model, optimizer, *, global_batch: int, backend: Backend | None = None,
                  label_smoothing: float = 0.0, weight_decay: float = 0.0, decay_vars=None,
                  accumulation_steps: int = 1, ema=None, mixer=None, jit_compile: bool = False,
-                 global_step=None):
+                 global_step=None, class_weights=None):
         self.model = model
         self.optimizer = optimizer
         self.backend = backend or Backend()
         self.global_batch = int(global_batch)  # may change per stage: see configure()
         self.label_smoothing = float(label_smoothing)
+        # one loss weight per class (train.class_weights), or None
+        self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
         self.weight_decay = float(weight_decay)
         self.decay_vars = list(decay_vars if decay_vars is not None else decayed_variables(model))
         self.accumulation_steps = int(accumulation_steps)
@@ -192,8 +194,11 @@ class TrainStep:
             logits = tf.cast(self.model(images, training=True), tf.float32)
             per_example = keras.losses.categorical_crossentropy(
                 labels, logits, from_logits=True, label_smoothing=self.label_smoothing)
-            data_loss = tf.reduce_sum(per_example)
-            loss = data_loss / self.global_batch
+            data_loss = tf.reduce_sum(per_example)  # reported unweighted, comparable across runs
+            if self.class_weights is not None:  # soft (mixed) labels mix their classes' weights
+                loss = tf.reduce_sum(per_example * tf.linalg.matvec(labels, self.class_weights)) / self.global_batch
+            else:
+                loss = data_loss / self.global_batch
             if is_loss_scaled(self.optimizer):
                 loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, self.trainable)

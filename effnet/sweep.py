@@ -397,8 +397,10 @@ class Sweep:
     @classmethod
     def plan(cls, root, gin_files: Sequence[str], gin_params: Sequence[str] = (), data_dir=None,
              varies: Sequence[str] = (), variants_file: str | None = None, seeds: str | None = None,
-             launcher: str | None = None) -> Sweep:
-        """Check every input and build the list of runs; raises UserError on the first mistake."""
+             launcher: str | None = None, search: bool = False) -> Sweep:
+        """Check every input and build the list of runs; raises UserError on the first mistake.
+
+        With ``search`` (``--search optuna``) the runs come from the study (:mod:`effnet.search`): no variants here."""
         if not gin_files:
             raise UserError("no experiment: pass --gin NAME (see `effnet config --list`)")
         if not root:
@@ -413,7 +415,11 @@ class Sweep:
             if key == SEED_KEY and seed_list is not None:
                 raise UserError(f"--gin-param {param!r}: {SEED_KEY} is also set by --seeds; use one of the two")
         spec: dict = {"vary": list(varies), "variants_file": None, "seeds": seed_list}
-        if variants_file:
+        if search:
+            if seed_list is not None:
+                raise UserError("--seeds does not go with --search: search train.seed like any binding, or fix it with --gin-param")
+            base = []
+        elif variants_file:
             path = resolve_variants_file(variants_file)
             spec["variants_file"] = str(path)
             base = parse_variants_file(path, seeds=seed_list is not None)

@@ -31,6 +31,7 @@ from pathlib import Path
 from effnet import assembly, data, registry, runfolder, stages
 from effnet import checkpoint as ckpt_mod
 from effnet import config as config_mod
+from effnet.data import balance
 from effnet import precision as precision_mod
 from effnet.callbacks import CallbackList, RunView
 from effnet.distribute import plan_batch
@@ -82,6 +83,7 @@ class Trainer:
         self.class_names: list[str] | None = None
         self.num_classes = 0
         self.num_train = 0
+        self.class_weights = None  # one loss weight per class (train.class_weights), or None
         self.parts: assembly.RunParts | None = None  # model, stages, schedule, optimizer, EMA, step, evaluator ...
         self.manager = None
         self.resumed_from: Path | None = None
@@ -127,8 +129,10 @@ class Trainer:
         self.class_names = info.class_names
         self.num_classes = int(info.num_classes)
         self.num_train = int(info.num_examples.get("train", 0))
+        self.class_weights = balance.resolve_class_weights(  # checked before the model is built
+            cfg.class_weights, self.num_classes, info.class_names, counts=lambda: balance.class_counts(self.source))
         self.parts = parts = assembly.assemble(cfg, backend, self.num_classes, self.num_train,
-                                               gin_text=config_mod.bindings_text())
+                                               gin_text=config_mod.bindings_text(), class_weights=self.class_weights)
 
         # loop callbacks run on the writer (effnet.callbacks); one may choose the best checkpoint's metric
         self.callbacks = CallbackList(cfg.callbacks if backend.is_writer else (), RunView(self._facts, self.stop.ask))

@@ -6,6 +6,7 @@ third-party package would. :data:`BUILTIN` is the list the registry loads first.
 
 BUILTIN = [
     "effnet.plugins.loggers",
+    "effnet.plugins.trackers",
     "effnet.plugins.backends",
     "effnet.plugins.optimizers",
     "effnet.plugins.schedules",

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from effnet.data import records as rec
+from effnet.data.balance import imbalance, remedy_hint
 from effnet.data.source import SPLITS, DataSource, FolderSource, TFRecordSource
 from effnet.errors import UserError
 from effnet.paths import check_output, read_bytes, what_is
@@ -195,8 +196,11 @@ def dataset_stats(source: DataSource, check: bool = False, sample: int = 256, pr
             "height": [min(hs), int(np.median(hs)), max(hs)], "width": [min(ws), int(np.median(ws)), max(ws)],
             "aspect": [round(min(aspects), 3), round(float(np.median(aspects)), 3), round(max(aspects), 3)],
             "sampled": len(sizes), "bad_records": bad, "labels_out_of_range": out_of_range,
+            "per_class": counts, "imbalance_ratio": imbalance(counts)["ratio"],
         }
     out.update(suggest_image_size(all_sizes))
+    train = out["splits"].get("train")
+    out["class_balance_hint"] = remedy_hint(train["per_class"], info.class_names) if train else None
     return out
 
 
@@ -220,6 +224,16 @@ def suggest_image_size(sizes: list[tuple[int, int]]) -> dict:
     return {"median_short_side": int(short), "suggested_image_size": size, "wide_or_tall_share": round(skewed, 3)}
 
 
+def class_balance_line(counts, class_names, ratio, shown: int = 3) -> str:
+    """Class balance in one line: the largest and smallest classes and the ratio between them."""
+    names = list(class_names) if class_names else [str(i) for i in range(len(counts))]
+    order = sorted(range(len(counts)), key=lambda i: (-counts[i], i))
+    largest = ", ".join(f"{names[i]} {counts[i]}" for i in order[:shown])
+    smallest = ", ".join(f"{names[i]} {counts[i]}" for i in order[::-1][:shown])
+    ratio_text = f"{ratio:.1f}x" if ratio is not None else "n/a"
+    return f"class balance: largest {largest}; smallest {smallest}; largest/smallest {ratio_text}"
+
+
 def stats_lines(stats: dict) -> list[str]:
     lines = [f"classes: {stats['num_classes']}"
              + (f" ({', '.join(map(str, stats['class_names'][:10]))}{', ...' if len(stats['class_names']) > 10 else ''})"
@@ -232,10 +246,14 @@ def stats_lines(stats: dict) -> list[str]:
                      f"{s['aspect'][0]:.2f}/{s['aspect'][1]:.2f}/{s['aspect'][2]:.2f} (of {s['sampled']} decoded)")
         if s["empty_classes"]:
             lines.append(f"  classes without examples: {', '.join(map(str, s['empty_classes']))}")
+        if s.get("per_class"):
+            lines.append("  " + class_balance_line(s["per_class"], stats["class_names"], s.get("imbalance_ratio")))
         for item in s["bad_records"]:
             lines.append(f"  unreadable: {item}")
         for item in s["labels_out_of_range"]:
             lines.append(f"  label outside [0, {stats['num_classes']}): {item}")
+    if stats.get("class_balance_hint"):
+        lines.append(stats["class_balance_hint"])
     size = stats.get("suggested_image_size")
     if size:
         lines.append(f"suggested image size: {size} px (median short side {stats['median_short_side']} px): "
@@ -247,4 +265,4 @@ def stats_lines(stats: dict) -> list[str]:
     return lines
 
 
-__all__ = ["convert_folder", "dataset_stats", "default_shards", "stats_lines", "suggest_image_size", "to_jpeg_bytes", "TFRecordSource"]
+__all__ = ["class_balance_line", "convert_folder", "dataset_stats", "default_shards", "stats_lines", "suggest_image_size", "to_jpeg_bytes", "TFRecordSource"]

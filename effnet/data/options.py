@@ -35,6 +35,9 @@ class PipelineOptions:
     deterministic: keep element order fixed in parallel stages (same seed -> same batches).
     max_image_pixels: an image whose header claims more pixels (height x width) is refused before
         it is decoded (default 8192 x 8192, 192 MiB as RGB); predict, eval and training alike.
+    balance: sample the training classes evenly: each record of a class enters the stream about
+        ``largest class count / class count`` times (a stateless draw keyed by seed, epoch, shard
+        and position: reproducible and resumable); an epoch keeps its number of steps.
     """
 
     shuffle_buffer: int = 10000
@@ -53,9 +56,10 @@ class PipelineOptions:
     on_error: str = "fail"
     deterministic: bool = True
     max_image_pixels: int = 8192 * 8192
+    balance: bool = False
 
     def __post_init__(self):
-        for name in ("random_flip", "cache", "deterministic", "eval_whole_frame"):
+        for name in ("random_flip", "cache", "deterministic", "eval_whole_frame", "balance"):
             value = getattr(self, name)
             if not isinstance(value, bool):  # a string "0" would otherwise count as true
                 raise UserError(f"input_pipeline.{name}={value!r} must be True or False (gin booleans are written without quotes)")

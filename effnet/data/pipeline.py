@@ -5,6 +5,7 @@ Training, per epoch (one function of ``(seed, epoch, shard)``)::
     files, shuffled per pass with (seed, epoch, pass); this shard's share  (file-level sharding)
       -> records (encoded bytes, label, origin)   endless: passes repeat as needed
       -> [element-level sharding when there are too few files]
+      -> [input_pipeline.balance: each record repeated by its class's factor]  seed (seed, epoch, shard, position)
       -> shuffle buffer (seeded) -> position j -> skip(start_step * batch) (before decoding)
       -> decode + random crop + flip + resize (uint8) -> image augmenters    seed (seed, epoch, shard, j)
       -> bad records: reported by origin, then skipped or fatal (input_pipeline.on_error)
@@ -112,6 +113,28 @@ def _train_records(source, split, shard, seed, epoch, opts) -> tf.data.Dataset:
     if opts.cache:
         ds = ds.cache()
     return ds.repeat().shard(n, i)
+
+
+def _balanced(ds, source, key) -> tf.data.Dataset:
+    """``input_pipeline.balance``: each record repeated ``floor(r) + (u < frac(r))`` times, ``r`` its
+    class's repeat factor and ``u`` a uniform draw keyed by its position in this shard's stream, so
+    the stream is a function of (seed, epoch, shard) and ``skip`` resumes it. Records whose label is
+    out of range pass once (the bad-record check downstream reports them)."""
+    from effnet.data.balance import class_counts, repeat_factors
+
+    factors = tf.constant(repeat_factors(class_counts(source, "train")), tf.float32)
+    count = int(factors.shape[0])
+
+    def times(position, label):
+        label = tf.cast(label, tf.int32)
+        inside = tf.logical_and(label >= 0, label < count)
+        r = tf.where(inside, tf.gather(factors, tf.clip_by_value(label, 0, count - 1)), 1.0)
+        whole = tf.floor(r)
+        extra = tf.random.stateless_uniform([], _fold(key, position)) < r - whole
+        return tf.cast(whole, tf.int64) + tf.cast(extra, tf.int64)
+
+    return ds.enumerate().flat_map(
+        lambda position, record: tf.data.Dataset.from_tensors(record).repeat(times(position, record[1])))
 
 
 def _eval_records(source, split, shard, opts) -> tf.data.Dataset:
@@ -237,6 +260,8 @@ def train_dataset(
     num_classes = int(info.num_classes)
 
     ds = _train_records(source, "train", shard, seed, epoch, opts)
+    if opts.balance:
+        ds = _balanced(ds, source, _key(seed, 3, epoch, shard.index))
     if opts.shuffle_buffer > 1:
         ds = ds.shuffle(opts.shuffle_buffer, seed=_py_seed(seed, epoch, shard.index, shard.num_shards),
                         reshuffle_each_iteration=False)

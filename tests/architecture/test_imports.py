@@ -8,10 +8,10 @@ from tests.architecture.importgraph import cycles, graph
 
 # The commands: what the CLI and the public API (effnet.api) call. Nothing below them imports them.
 COMMANDS = {"effnet.api", "effnet.trainer", "effnet.evaluation", "effnet.prediction", "effnet.exporter",
-            "effnet.benchmarking", "effnet.sweep", "effnet.compare"}
+            "effnet.benchmarking", "effnet.sweep", "effnet.search", "effnet.compare"}
 # Leaves: they import nothing of effnet but each other.
 PRIMITIVES = {"effnet.errors", "effnet.files", "effnet.native", "effnet.images", "effnet.precision", "effnet.faults",
-              "effnet.validate", "effnet.paths"}
+              "effnet.validate", "effnet.paths", "effnet.layout"}
 
 
 def test_the_graph_is_read():

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.extras import requires_module
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # private name -> the only files allowed to use it (the wrapper)
@@ -35,6 +37,7 @@ ALLOWED = {
     "strategy_supports_no_merge_call": {"plugins/backends.py"},
     "_clip_gradients": {"plugins/nvlamb.py"},  # nvLAMB's pre-normalisation replaces Keras' optional clipping
     "keras.src.applications": {"plugins/models/keras_import.py"},  # keras_weights_origin: URL prefix and hashes
+    "_trial_id": {"effnet/search.py"},  # effnet.search.trial_id: continue a RUNNING Optuna trial by its storage id
 }
 DOC = ROOT / "docs" / "architecture.md"
 
@@ -217,3 +220,18 @@ def test_gin_registry_and_search_path_wrappers():
     assert config._gin_search_path() == [str(ROOT / "gin")]
     config._set_search_path([ROOT / "gin"], trust=True)  # trusted: the current folder and absolute paths too
     assert config._gin_search_path() == ["", str(ROOT / "gin")]
+
+
+@requires_module("optuna", "optuna")
+def test_optuna_frozen_trial_keeps_its_storage_id():
+    """effnet.search.trial_id: a FrozenTrial's id is what ``optuna.trial.Trial(study, id)`` continues."""
+    import optuna
+
+    from effnet.search import trial_id
+
+    study = optuna.create_study()
+    asked = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    frozen = study.get_trials()[0]
+    again = optuna.trial.Trial(study, trial_id(frozen))
+    again.report(0.5, 1)
+    assert again.number == asked.number and study.get_trials()[0].intermediate_values == {1: 0.5}

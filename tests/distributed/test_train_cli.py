@@ -157,6 +157,13 @@ def test_two_horovod_processes_train_and_evaluate_the_seed_experiment(horovod_ru
         assert two_report[which]["count"] == one_report[which]["count"] == 25
         for key in ("loss", "top1", "top5"):
             assert two_report[which][key] == pytest.approx(one_report[which][key], rel=1e-6, abs=1e-7), (which, key)
+        # the confusion matrix and calibration bins are summed over the ranks, not taken from rank 0
+        two_pc, one_pc = two_report[which]["per_class"], one_report[which]["per_class"]
+        assert two_pc["confusion"] == one_pc["confusion"] and sum(n for *_, n in two_pc["confusion"]) == 25
+        assert [c["support"] for c in two_pc["classes"]] == [5] * 5
+        assert two_pc["balanced_accuracy"] == pytest.approx(one_pc["balanced_accuracy"])
+        assert ([b["count"] for b in two_report[which]["calibration"]["bins"]]
+                == [b["count"] for b in one_report[which]["calibration"]["bins"]])
 
 
 def worker_pids(model_dir: Path, rank: int) -> list[int]:

@@ -162,3 +162,26 @@ def _check_weight_decay_against_the_loss_term(tiny_model, optimizer, precision):
     for update in range(3):
         plain_step.apply(make_batch(4, seed=10 + update))
     assert not np.allclose(plain.get_layer("conv").kernel.numpy(), model.get_layer("conv").kernel.numpy(), atol=1e-5)
+
+
+def test_class_weights_weight_each_examples_loss(tiny_model):
+    """Weights (1, 0, 3): class-1 examples add nothing, class-2 examples count three times; the
+    reported loss stays the unweighted cross-entropy."""
+    batch = make_batch(12, seed=4)
+    labels = np.argmax(batch["label"].numpy(), axis=1)
+    assert set(labels) == {0, 1, 2}
+    # the same update by hand: class 0 once, class 2 three times, class 1 left out, over the same batch size
+    keep = np.concatenate([np.flatnonzero(labels == 0), *[np.flatnonzero(labels == 2)] * 3])
+    by_hand = {k: tf.gather(v, keep) for k, v in batch.items()}
+    weighted, manual = tiny_model(seed=2), tiny_model(seed=2)
+    step_w = TrainStep(weighted, optimizer_for(weighted, "sgd"), global_batch=12, class_weights=[1.0, 0.0, 3.0])
+    step_m = TrainStep(manual, optimizer_for(manual, "sgd"), global_batch=12)
+    step_w.apply(batch)
+    step_m.apply(by_hand)
+    for a, b, v in zip(weights(weighted), weights(manual), weighted.weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=v.path)
+    assert not np.allclose(weights(weighted)[0], weights(tiny_model(seed=2))[0])
+    plain = tiny_model(seed=2)
+    step_p = TrainStep(plain, optimizer_for(plain, "sgd"), global_batch=12)
+    step_p.apply(batch)
+    assert step_w.read_metrics()["loss"] == pytest.approx(step_p.read_metrics()["loss"], rel=1e-6)

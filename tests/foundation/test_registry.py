@@ -32,7 +32,7 @@ def test_unknown_name_lists_available_and_closest():
         registry.get("logger", "tensorbord")
     assert str(err.value) == (
         "unknown logger 'tensorbord' (did you mean 'tensorboard'?); "
-        "available loggers: dllogger, stdout, tensorboard"
+        "available loggers: dllogger, mlflow, stdout, tensorboard, wandb"
     )
     with pytest.raises(UserError, match=r"^unknown backend 'zzz'; available backends: .*single"):
         registry.get("backend", "zzz")

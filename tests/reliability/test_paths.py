@@ -131,6 +131,10 @@ def test_outputs_inside_a_run_folder_are_refused(capsys, run_copy, images):
     assert "training run's folder" in line
     line = error_line(run_inprocess(capsys, "export", "--model-dir", str(run_copy), "-o", str(run_copy / "checkpoints")))
     assert "(checkpoints)" in line
+    # what `effnet eval` writes there belongs to the run too (effnet.layout names every such file)
+    confusion = run_copy / "eval_confusion_ema.csv"
+    line = error_line(run_inprocess(capsys, "compare", str(run_copy), "-o", str(confusion)))
+    assert str(confusion) in line and "own file eval_confusion_ema.csv" in line
     assert all(p.read_bytes() == data for p, data in saved.items())
 
 

@@ -33,7 +33,23 @@ def test_eval_matches_training_and_writes_report_and_dllogger(capsys, run_copy):
     assert lines[0].startswith("efficientnet_v2_b0 on demo/validation, ckpt-000000012 (step 12), 32 px, batch 8, fp32")
     assert lines[1].split() == ["weights", "loss", "top-1", "top-5", "images", "img/s", "p50", "ms", "p90", "ms",
                                 "p95", "ms", "p99", "ms"]
-    assert [line.split()[0] for line in lines[2:]] == ["raw", "ema"]
+    assert [line.split()[0] for line in lines[2:4]] == ["raw", "ema"]
+    # per weights: the per-class figures agree with top-1, the files exist, a short summary
+    for which in ("raw", "ema"):
+        pc, cal = report[which]["per_class"], report[which]["calibration"]
+        assert sum(c["support"] for c in pc["classes"]) == 18 and len(pc["classes"]) == 6
+        assert sum(n for t, p, n in pc["confusion"]) == 18
+        assert pc["accuracy"] == pytest.approx(report[which]["top1"])  # no logit ties in a trained model
+        assert pc["balanced_accuracy"] == pytest.approx(pc["macro_recall"])  # 3 examples per class
+        assert 0 <= cal["ece"] <= 1 and sum(b["count"] for b in cal["bins"]) == 18
+        files = report[which]["files"]
+        assert set(files) == {"confusion_csv", "confusion_png", "reliability_png"}
+        assert files["confusion_png"] == str(run_copy / f"eval_confusion_{which}.png")
+        csv_rows = (run_copy / f"eval_confusion_{which}.csv").read_text().splitlines()
+        assert len(csv_rows) == 7 and csv_rows[0].split(",")[1:] == (run_copy / "labels.txt").read_text().split()
+        assert (run_copy / f"eval_reliability_{which}.png").read_bytes()[:4] == b"\x89PNG"
+        summary = next(i for i, line in enumerate(lines) if line.startswith(f"{which}: balanced accuracy"))
+        assert lines[summary + 1].startswith("  lowest recall: ") and "top confusions: " in "\n".join(lines[summary:])
     records = read_dllogger(run_copy / "eval_log.json")
     params = [r for r in records if r.get("step") == "PARAMETER"]
     assert params and params[0]["data"]["mode"] == "eval" and params[0]["data"]["checkpoint_step"] == 12
@@ -131,3 +147,18 @@ def test_select_checkpoint_best_and_latest(tmp_path):
     assert select_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "ckpt-000000030")).step == 30
     assert select_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "ckpt-000000030" / "ckpt.index")).step == 30
     assert select_checkpoint(tmp_path / "elsewhere", str(tmp_path)).step == 40  # another run folder: its latest
+
+
+def test_show_errors_draws_the_most_confident_mistakes(capsys, run_copy):
+    result = cli(capsys, "eval", "--model-dir", str(run_copy), "--weights", "raw", "--show-errors", "4", "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)["raw"]
+    errors = report["errors"]
+    wrong = sum(n for t, p, n in report["per_class"]["confusion"] if t != p)
+    assert len(errors) == min(4, wrong)
+    assert [e["confidence"] for e in errors] == sorted((e["confidence"] for e in errors), reverse=True)
+    assert all(e["true"] != e["predicted"] and e["true_probability"] <= e["confidence"] for e in errors)
+    assert report["files"]["errors_png"] == str(run_copy / "eval_errors_raw.png")
+    assert (run_copy / "eval_errors_raw.png").read_bytes()[:4] == b"\x89PNG"
+    result = cli(capsys, "eval", "--model-dir", str(run_copy), "--show-errors", "-1")
+    assert result.code == 2 and "--show-errors" in result.err

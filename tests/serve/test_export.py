@@ -117,7 +117,8 @@ def test_raw_weights_one_format_and_a_failed_bound(capsys, trained_run, tmp_path
 def test_export_bad_formats_and_bounds(capsys, trained_run, tmp_path):
     result = cli(capsys, "export", "--model-dir", str(trained_run), "--format", "tflite16")
     assert (result.code, result.err) == (
-        2, "error: --format 'tflite16' is not one of saved_model, keras, tflite, tflite_float16, tflite_dynamic, all "
+        2, "error: --format 'tflite16' is not one of saved_model, keras, tflite, tflite_float16, tflite_dynamic, onnx, "
+           "openvino, tflite_int8, all "
            "(did you mean 'tflite'?)\n")
     result = cli(capsys, "export", "--model-dir", str(trained_run), "--gin-param",
                  "export.max_prob_diff = {'tflite_fp16': 0.1}", "--format", "keras")
@@ -128,7 +129,11 @@ def test_export_bad_formats_and_bounds(capsys, trained_run, tmp_path):
 def test_parse_formats_and_bounds():
     from effnet.exporter import DEFAULT_MAX_PROB_DIFF, export_bounds, parse_formats
 
-    assert parse_formats([]) == parse_formats(["all"]) == list(DEFAULT_MAX_PROB_DIFF)
+    # `all` is what TensorFlow alone writes without calibration data; the others are asked for by name
+    assert parse_formats([]) == parse_formats(["all"]) == list(DEFAULT_MAX_PROB_DIFF)[:5]
     assert parse_formats(["tflite_dynamic,keras", "keras"]) == ["keras", "tflite_dynamic"]
-    bounds = export_bounds(max_prob_diff={"tflite_dynamic": 0.3}, min_top1_agreement={"keras": 0.5})
-    assert bounds["tflite_dynamic"] == (0.3, 0.75) and bounds["keras"] == (1e-4, 0.5)
+    assert parse_formats(["tflite_int8,all,onnx"])[-2:] == ["onnx", "tflite_int8"]
+    bounds = export_bounds(max_prob_diff={"tflite_dynamic": 0.3}, min_top1_agreement={"keras": 0.5},
+                           max_top1_drop={"tflite_int8": 0.1})
+    assert bounds["tflite_dynamic"] == (0.3, 0.75, 0.03) and bounds["keras"] == (1e-4, 0.5, 0.01)
+    assert bounds["tflite_int8"][2] == 0.1

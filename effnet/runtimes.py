@@ -1,0 +1,252 @@
+"""Deployment runtimes: load an exported artifact and run it, and the converters that need an extra.
+
+An artifact is run in its own runtime, never through TensorFlow's copy of the model:
+
+==============  =========================================  ===============================================
+runtime         artifact                                   package (optional extra)
+==============  =========================================  ===============================================
+``tf``          a SavedModel folder (``serving_images``)   TensorFlow (core)
+``tflite``      a ``.tflite`` flatbuffer                   TensorFlow's interpreter, or LiteRT when installed
+``onnxruntime`` a ``.onnx`` file                           ``onnxruntime`` (``effnet[onnx]``)
+``openvino``    an OpenVINO IR (``.xml`` + ``.bin``)       ``openvino`` (``effnet[openvino]``)
+==============  =========================================  ===============================================
+
+Every loaded artifact takes float32 images ``[N, S, S, 3]`` in [0, 255] (the evaluation
+preprocessing already applied) and returns class probabilities ``[N, C]``; an int8-I/O TFLite
+model has its input quantized and its output dequantized here with the model's own scales.
+
+The extras are imported only when a format or runtime that needs them is used: a missing one is
+a one-line :class:`~effnet.errors.UserError` naming it. OpenVINO's CPU plugin runs in bf16 on CPUs
+that have it unless told otherwise; :func:`load` asks for f32 by default (the export's parity
+check and ``effnet eval --artifact`` measure the fp32 model), ``precision="auto"`` leaves the
+plugin's own choice (what ``effnet benchmark infer --runtime openvino --precision auto`` measures).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from effnet.errors import UserError, did_you_mean
+
+RUNTIMES = ("tf", "tflite", "onnxruntime", "openvino")
+# runtime -> (module to import, extra that installs it)
+EXTRAS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino"),
+          "tf2onnx": ("tf2onnx", "onnx")}
+# tf2onnx's default opset for TF 2.x graphs; ONNX Runtime >= 1.14 and TensorRT >= 8.6 run it.
+ONNX_OPSET = 17
+
+
+def require(module_name: str, what: str):
+    """Import ``module_name`` (an optional extra) or raise a one-line UserError naming the extra."""
+    module, extra = EXTRAS.get(module_name, (module_name, module_name))
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(f"{what} needs the optional package {module!r} ({exc.name or module} is not importable); "
+                        f"install it with: pip install 'effnet[{extra}]'") from None
+
+
+def runtime_for(path, runtime: str | None = None) -> str:
+    """The runtime that runs the artifact at ``path`` (``runtime`` when given, else by its kind)."""
+    path = Path(path)
+    if runtime is not None:
+        if runtime not in RUNTIMES:
+            raise UserError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}{did_you_mean(runtime, RUNTIMES)}")
+        return runtime
+    if not path.exists():
+        raise UserError(f"artifact {path} does not exist; pass an exported file or folder (see effnet export)")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "tf"
+        if (path / "model.xml").is_file():
+            return "openvino"
+        raise UserError(f"{path} is neither a SavedModel (no saved_model.pb) nor an OpenVINO folder (no model.xml)")
+    kinds = {".tflite": "tflite", ".onnx": "onnxruntime", ".xml": "openvino"}
+    if path.suffix in kinds:
+        return kinds[path.suffix]
+    raise UserError(f"{path}: cannot tell its runtime from the name (.tflite, .onnx, .xml, or a SavedModel/OpenVINO "
+                    f"folder); pass --runtime")
+
+
+@dataclass
+class Loaded:
+    """An artifact loaded in its runtime: ``predict(images) -> probabilities``."""
+
+    runtime: str
+    path: str
+    image_size: int | None
+    predict: object  # callable(np.ndarray float32 [N, S, S, 3]) -> np.ndarray [N, C]
+    detail: str = ""
+
+    def __call__(self, images):
+        return self.predict(images)
+
+
+def _size_from(shape) -> int | None:
+    try:
+        value = int(shape[1])
+        return value if value > 0 else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def load(path, runtime: str | None = None, threads: int | None = None, precision: str = "fp32") -> Loaded:
+    """Load an exported artifact in its runtime (see the module's table)."""
+    import numpy as np
+
+    path = Path(path)
+    runtime = runtime_for(path, runtime)
+    if not path.exists():
+        raise UserError(f"artifact {path} does not exist; pass an exported file or folder (see effnet export)")
+    if runtime == "tf":
+        import tensorflow as tf
+
+        if not (path / "saved_model.pb").is_file():
+            raise UserError(f"{path} is not a SavedModel folder (no saved_model.pb); --runtime tf takes effnet export's saved_model")
+        loaded = tf.saved_model.load(str(path))
+        if "serving_images" not in loaded.signatures:
+            raise UserError(f"{path} has no serving_images signature: not a SavedModel written by effnet export")
+        fn = loaded.signatures["serving_images"]
+        size = _size_from(fn.structured_input_signature[1]["images"].shape)
+        return Loaded(runtime, str(path), size, lambda x: fn(images=tf.constant(np.asarray(x, np.float32)))["probabilities"].numpy())
+    if runtime == "tflite":
+        content = path.read_bytes()
+        runner = TFLiteRunner(content, threads)
+        return Loaded(runtime, str(path), runner.image_size, runner, runner.io)
+    if runtime == "onnxruntime":
+        ort = require("onnxruntime", f"running {path.name} in ONNX Runtime")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise UserError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:300]}") from None
+        inp = session.get_inputs()[0]
+        return Loaded(runtime, str(path), _size_from(inp.shape),
+                      lambda x: session.run(None, {inp.name: np.asarray(x, np.float32)})[0])
+    # openvino
+    ov = require("openvino", f"running {path.name} in OpenVINO")
+    xml = path / "model.xml" if path.is_dir() else path
+    config = {}
+    if precision == "fp32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    try:
+        compiled = ov.Core().compile_model(str(xml), "CPU", config)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with multi-line text
+        raise UserError(f"OpenVINO cannot load {xml}: {str(exc).strip().splitlines()[0][:300]}") from None
+    shape = compiled.inputs[0].get_partial_shape()
+    size = shape[1].get_length() if shape.rank.is_static and shape[1].is_static else None
+    request = compiled.create_infer_request()
+
+    def predict(x):
+        return request.infer({0: np.asarray(x, np.float32)})[compiled.outputs[0]].copy()
+
+    return Loaded(runtime, str(path), size, predict, "inference precision " + str(compiled.get_property("INFERENCE_PRECISION_HINT")))
+
+
+class TFLiteRunner:
+    """One TFLite interpreter, its input resized to the batch it is given; int8/uint8 I/O (de)quantized."""
+
+    def __init__(self, content: bytes, threads: int | None = None):
+        from effnet.native import captured_stderr
+
+        with captured_stderr():  # the runtime announces its XNNPACK delegate on stderr
+            self.interpreter = tflite_interpreter(content, threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.image_size = _size_from(self.input["shape"])
+        self._shape = None
+        self.io = f"{self.input['dtype'].__name__} input, {self.output['dtype'].__name__} output"
+
+    def __call__(self, images):
+        import numpy as np
+
+        from effnet.native import captured_stderr
+
+        images = np.asarray(images, np.float32)
+        dtype = self.input["dtype"]
+        if dtype in (np.int8, np.uint8):
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(dtype)
+            images = np.clip(np.round(images / scale + zero), info.min, info.max).astype(dtype)
+        else:
+            images = images.astype(dtype)
+        with captured_stderr():
+            if self._shape != images.shape:
+                self.interpreter.resize_tensor_input(self.input["index"], list(images.shape))
+                self.interpreter.allocate_tensors()
+                self._shape = images.shape
+            self.interpreter.set_tensor(self.input["index"], images)
+            self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"]).copy()
+        if self.output["dtype"] in (np.int8, np.uint8):
+            scale, zero = self.output["quantization"]
+            out = (out.astype(np.float32) - zero) * scale
+        return out
+
+
+def tflite_interpreter(content: bytes, threads: int | None = None):
+    """The TFLite interpreter: LiteRT's when installed, else TensorFlow's (deprecated there, still present)."""
+    import warnings
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Interpreter(model_content=content, num_threads=threads)
+
+
+# --------------------------------------------------------------------------------------------------
+# Converters from the float SavedModel (``serving_default``: float images -> probabilities)
+
+
+def convert_onnx(saved_model: Path, output: Path, opset: int = ONNX_OPSET) -> None:
+    """tf2onnx from the SavedModel, in a child process (a converter crash cannot take the export down).
+
+    tf2onnx is the converter Keras 3's own ``model.export(format="onnx")`` calls for the TensorFlow
+    backend; converting the SavedModel we write anyway gives the same graph with our softmax and names.
+    Ops it cannot express are a UserError naming them (the model plugin uses an op ONNX lacks).
+    """
+    require("tf2onnx", "--format onnx")
+    cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model), "--signature_def",
+           "serving_default", "--opset", str(opset), "--output", str(output)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    log = proc.stderr + proc.stdout
+    unsupported = [line.split("Unsupported ops:", 1)[1].strip() for line in log.splitlines() if "Unsupported ops:" in line]
+    if unsupported:
+        output.unlink(missing_ok=True)
+        raise UserError(f"ONNX conversion: the model uses ops tf2onnx cannot express in opset {opset}: "
+                        f"{unsupported[0][:200]}; export another --format (tflite, openvino) or replace the op in the model plugin")
+    if proc.returncode != 0 or not output.is_file():
+        last = [line for line in log.splitlines() if line.strip()][-1:] or ["no output"]
+        raise RuntimeError(f"ONNX conversion (tf2onnx) failed with exit code {proc.returncode}: {last[0][:300]}")
+
+
+def convert_openvino(saved_model: Path, output_dir: Path) -> None:
+    """OpenVINO IR (``model.xml`` + ``model.bin``, fp32 weights) from the SavedModel with ``openvino.convert_model``."""
+    ov = require("openvino", "--format openvino")
+    try:
+        model = ov.convert_model(str(saved_model))
+    except Exception as exc:  # noqa: BLE001 - the frontend raises several types; keep its first line
+        first = " ".join(str(exc).strip().split("\n")[0].split())[:300]
+        raise RuntimeError(f"OpenVINO conversion failed: {type(exc).__name__}: {first}") from exc
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # compress_to_fp16 defaults to True: fp16 weights would move probabilities beyond the fp32 bound
+    ov.save_model(model, str(output_dir / "model.xml"), compress_to_fp16=False)
+
+
+__all__ = ["EXTRAS", "Loaded", "ONNX_OPSET", "RUNTIMES", "TFLiteRunner", "convert_onnx", "convert_openvino", "load",
+           "require", "runtime_for", "tflite_interpreter"]
