@@ -7,6 +7,10 @@ own process (:mod:`benchmarks.worker`) so the frameworks' thread pools never sha
   batch-1 latency (p50/p99), for effnet (fp32, bf16), keras.applications (fp32, bf16, XLA off and
   on) and timm's tf_efficientnetv2_s / tf_efficientnet_b0 in PyTorch (fp32, bf16 autocast,
   channels_last);
+* our model exported as ``effnet export`` writes it and run in ONNX Runtime (fp32) and OpenVINO
+  (fp32, and bf16 as the CPU plugin's own choice): inference and batch-1 latency, rows
+  ``effnet-onnxruntime`` / ``effnet-openvino`` (when effnet[onnx] / effnet[openvino] are installed;
+  ``--no-runtimes`` skips them), with the fastest deployment path's ratio against timm;
 * a 4096^2 matmul (fp32 and bf16) in the same run, and each row's achieved FLOP/s as a fraction
   of it (training counted as 3x the forward FLOPs, which TF's profiler counts on our graph);
 * the input pipeline (:mod:`benchmarks.input_pipeline`): images/s per core with RandAugment(2, 15)
@@ -84,6 +88,10 @@ def median_of(results: list[dict], key: str, field: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+# Deployment runtimes measured with our exported model (effnet export's converters); ONNX Runtime runs fp32 only.
+DEPLOYED = ("onnxruntime", "openvino")
+
+
 def plan(args, timm_ok: bool) -> tuple[list[dict], list[dict]]:
     """(measured jobs, one-off jobs). Labels: framework, model, precision, xla."""
     base = {"size": args.size, "batch": args.batch, "threads": args.threads, "warmup": args.warmup,
@@ -101,6 +109,10 @@ def plan(args, timm_ok: bool) -> tuple[list[dict], list[dict]]:
                              "variant": variant, "gin": bindings, "measure": measure})
             for xla in ([True] if args.gpu else [False, True]) if not args.no_xla else [False]:
                 jobs.append({**base, "framework": "keras", "model": model, "precision": precision, "xla": xla})
+            for runtime in DEPLOYED if not args.gpu and args.runtimes else []:
+                if importlib.util.find_spec(runtime) is not None and (runtime == "openvino" or precision == "fp32"):
+                    jobs.append({**base, "framework": f"effnet-{runtime}", "model": model, "precision": precision,
+                                 "xla": False, "measure": ["infer", "latency"]})
             if timm_ok and not args.gpu:
                 jobs.append({**base, "framework": "timm", "model": model, "precision": precision, "xla": False})
                 jobs.append({**base, "framework": "timm", "model": model, "precision": precision, "xla": False,
@@ -156,6 +168,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-pipeline", action="store_true")
     parser.add_argument("--baselines", nargs="*", default=[], choices=sorted(BASELINES),
                         help="also measure our model as it was before an optimisation (extra effnet rows)")
+    parser.add_argument("--no-runtimes", dest="runtimes", action="store_false",
+                        help="skip our model exported to ONNX Runtime / OpenVINO (rows effnet-onnxruntime, effnet-openvino)")
     parser.add_argument("--out", default="runs/benchmarks/compare.json")
     args = parser.parse_args(argv)
     args.warmup = max(1, args.warmup)
@@ -273,6 +287,10 @@ def targets_of(rows, results, pipeline, args) -> list[dict]:
     def ratio(a, b):
         return a / b if a is not None and b else None
 
+    def deployed(model, with_tf=True):  # our model in every runtime measured (TensorFlow's own rows too)
+        return [r for r in rows if r["model"] == model and (r["framework"].startswith("effnet-")
+                                                            or (with_tf and r["framework"] == "effnet"))]
+
     out = []
     for model in args.models:
         ours, timm = find("effnet", model), find("timm", model)
@@ -287,6 +305,12 @@ def targets_of(rows, results, pipeline, args) -> list[dict]:
                                                                    best(find("keras", model, "fp32"), "train_img_per_s")), ">= 1"),
             (f"{model}: batch-1 p50 best effnet / best timm", ratio(best(ours, "latency_p50_ms", min),
                                                                    best(find("timm", model), "latency_p50_ms", min)), "<= 1"),
+            (f"{model}: infer fastest effnet deployment / best timm",
+             ratio(best(deployed(model), "infer_img_per_s"), best(timm, "infer_img_per_s")), ">= 1"),
+            (f"{model}: batch-1 p50 fastest effnet deployment / best timm",
+             ratio(best(deployed(model), "latency_p50_ms", min), best(timm, "latency_p50_ms", min)), "<= 1"),
+            (f"{model}: infer fastest effnet runtime / effnet in TF", ratio(best(deployed(model, False), "infer_img_per_s"),
+                                                                           best(ours, "infer_img_per_s")), ">= 1"),
         ):
             out.append({"name": name, "value": value, "goal": goal,
                         "met": None if value is None else (value >= 1 if goal == ">= 1" else value <= 1)})

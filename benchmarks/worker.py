@@ -18,6 +18,10 @@ Frameworks:
 * ``timm``: ``timm``'s ``tf_efficientnetv2_s`` / ``tf_efficientnet_b0`` (randomly initialised:
   pretrained=False) in PyTorch, channels_last, RMSprop, bf16 through CPU autocast.
 * ``matmul``: a 4096 x 4096 matmul in TensorFlow, the yardstick for achieved FLOP/s.
+* ``effnet-onnxruntime``, ``effnet-openvino``, ``effnet-tflite``: this project's model (random
+  weights) exported as ``effnet export`` writes it (tf2onnx, ``openvino.convert_model``, the TFLite
+  converter, from the float SavedModel) and run in that runtime: inference and batch-1 latency only.
+  OpenVINO runs f32 for ``fp32`` and its CPU plugin's own choice (bf16 where the CPU has it) for ``bf16``.
 
 Each framework runs with the same number of intra-op threads (``threads``).
 """
@@ -101,6 +105,43 @@ def run_effnet(job):
         timed_stamps = stamps[job["warmup"] - 1:] if job["warmup"] else stamps
         out[key] = summary([b - a for a, b in zip(timed_stamps, timed_stamps[1:])], batch)
         out["params"] = report["params"]
+    return out
+
+
+def run_deployed(job):
+    import tempfile
+    from pathlib import Path
+
+    import keras
+    import numpy as np
+
+    from effnet import runtimes
+    from effnet.exporter import Exporter
+    from effnet.models import build_model, count_params
+    from effnet.registry import get_registry
+
+    runtime = job["framework"].split("-", 1)[1]
+    get_registry()
+    keras.utils.set_random_seed(0)
+    model = build_model(MODELS[job["model"]][0], 1000)
+    params = count_params(model)
+    exporter = Exporter(model, job["size"], num_classes=1000)
+    precision = "auto" if runtime == "openvino" and job["precision"] == "bf16" else "fp32"
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        fmt = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}[runtime]
+        if fmt == "tflite":
+            (work / "model.tflite").write_bytes(exporter.tflite_bytes("tflite", work))
+            loaded = runtimes.load(work / "model.tflite", runtime, threads=job["threads"])
+        else:
+            loaded = exporter.write_converted(fmt, work / fmt, work, None, False)
+            loaded = runtimes.load(work / fmt, runtime, threads=job["threads"], precision=precision)
+        rng = np.random.default_rng(0)
+        out = {"params": params, "runtime_detail": loaded.detail}
+        for key, batch, steps in (("infer", job["batch"], job["infer_steps"]), ("latency", 1, job["latency_steps"])):
+            if key in job["measure"]:
+                images = rng.integers(0, 256, [batch, job["size"], job["size"], 3]).astype(np.float32)
+                out[key] = summary(timed(lambda images=images: loaded.predict(images), steps, job["warmup"]), batch)
     return out
 
 
@@ -249,6 +290,8 @@ def run(job: dict) -> dict:
             result = run_effnet(job)
         elif job["framework"] == "keras":
             result = run_keras(job)
+        elif job["framework"].startswith("effnet-"):
+            result = run_deployed(job)
         elif job["framework"] == "matmul":
             result = run_matmul(job)
         elif job["framework"] == "flops":

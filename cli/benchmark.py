@@ -24,11 +24,15 @@ from effnet.precision import PRECISIONS
 @click.option("--xla/--no-xla", default=None, help="benchmark.xla (default: on for GPUs, off for CPUs).")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Timed steps (benchmark.steps, default 20).")
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Untimed steps first (benchmark.warmup, default 5).")
+@click.option("--runtime", type=click.Choice(["tf", "tflite", "onnxruntime", "openvino"]), default=None,
+              help="infer: serve from this runtime; the model is exported to its format first (default tf).")
+@click.option("--artifact", type=click.Path(), default=None,
+              help="infer: time this exported artifact (.tflite, .onnx, OpenVINO folder, SavedModel) in its runtime.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Also write the result to this JSON file.")
 @click.option("--dllogger", "dllogger_file", type=click.Path(dir_okay=False), default=None,
               help="Also append the result as dllogger JSON lines (with NVIDIA's metric names) to this file.")
 def benchmark(mode, gin_files, gin_params, model, precision, batch_size, image_size, num_classes, xla, steps, warmup,
-              json_file, dllogger_file):
+              runtime, artifact, json_file, dllogger_file):
     """Synthetic-input throughput (img/s) and per-batch latency of training or inference.
 
     Random uint8 images and one-hot labels made once on the device; `train` times the real
@@ -41,6 +45,8 @@ def benchmark(mode, gin_files, gin_params, model, precision, batch_size, image_s
       effnet benchmark train --model efficientnet_b0 --batch-size 32 --image-size 224 --xla --json b0.json
       effnet benchmark train --gin quickstart --steps 50 --gin-param 'efficientnet.width=1.0'
       effnet benchmark infer --gin efficientnet_v2_s/amp_8xA100 --batch-size 1 --dllogger bench_log.json
+      effnet benchmark infer --model efficientnet_v2_s --image-size 128 --batch-size 16 --runtime openvino
+      effnet benchmark infer --artifact runs/quickstart/export/model.onnx --batch-size 1
     """
     from effnet.api import benchmark as run_benchmark
     from effnet.benchmarking import table_lines
@@ -52,7 +58,8 @@ def benchmark(mode, gin_files, gin_params, model, precision, batch_size, image_s
     if dllogger_file:
         check_output(dllogger_file, "--dllogger file", inputs=gin_files)
     settings = {"model": model, "precision": precision, "batch_size": batch_size, "image_size": image_size,
-                "num_classes": num_classes, "xla": xla, "steps": steps, "warmup": warmup}
+                "num_classes": num_classes, "xla": xla, "steps": steps, "warmup": warmup, "runtime": runtime,
+                "artifact": artifact}
     bar = progress_bar(1, f"benchmark {mode}")
     if bar is not None:
         with bar:

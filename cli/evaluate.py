@@ -19,7 +19,7 @@ from effnet.cli.options import CONTEXT, checkpoint_option, gin_options, precisio
 @click.option("--image-size", type=click.IntRange(1), default=None, help="Shorthand for train.eval_image_size.")
 @precision_option
 @click.option("--xla/--no-xla", default=None, help="Shorthand for train.xla (default: the run's; on for GPUs).")
-@click.option("--show-errors", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
+@click.option("--show-errors", type=click.IntRange(0, 200), default=0, show_default=True, metavar="N",
               help="Draw the N most confident mistakes per weights into MODEL_DIR/eval_errors_<weights>.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @click.option("--artifact", type=click.Path(), default=None,
@@ -39,6 +39,10 @@ def eval_(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, split
     eval_confusion_<weights>.csv/.png, eval_reliability_<weights>.png and dllogger lines to
     MODEL_DIR/eval_log.json (dllogger.filename).
 
+    With --artifact the artifact runs in its own runtime (TFLite, ONNX Runtime, OpenVINO,
+    TensorFlow) on the split, and its top-1/top-5 are printed next to the run's model's (the
+    checkpoint's EMA weights when it has them, as effnet export uses), on the same images.
+
     \b
     Examples:
       effnet eval --model-dir runs/quickstart
@@ -46,10 +50,6 @@ def eval_(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, split
       effnet eval --gin efficientnet_v2_s/amp_8xA100 --model-dir /results --weights ema --json
       effnet eval --model-dir runs/quickstart --show-errors 24
       effnet eval --model-dir runs/quickstart --artifact runs/quickstart/export/model_int8.tflite
-
-    With --artifact the artifact runs in its own runtime (TFLite, ONNX Runtime, OpenVINO,
-    TensorFlow) on the split, and its top-1/top-5 are printed next to the run's model's (the
-    checkpoint's EMA weights when it has them, as effnet export uses), on the same images.
     """
     if artifact:
         from effnet.api import evaluate_artifact

@@ -45,9 +45,17 @@ def _format_predictions(predictions, fmt: str, header: dict, errors: list[dict])
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the output to this file.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
 @precision_option
+@click.option("--explain", "explain_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write a Grad-CAM overlay PNG per image (for its top class) into DIR.")
+@click.option("--explain-class", default=None, metavar="NAME",
+              help="With --explain: an overlay for this class too (a name from labels.txt or an index).")
+@click.option("--artifact", type=click.Path(), default=None,
+              help="Serve from this exported artifact (.tflite, .onnx, OpenVINO folder, SavedModel) in its own runtime.")
+@click.option("--runtime", type=click.Choice(["tf", "tflite", "onnxruntime", "openvino"]), default=None,
+              help="With --artifact: the runtime (default: from the artifact's kind).")
 @click.argument("images", nargs=-1)
 def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, labels_file, top_k, fmt, output,
-            batch_size, precision, images):
+            batch_size, precision, explain_dir, explain_class, artifact, runtime, images):
     """Predict classes for images, folders (searched recursively) or globs.
 
     JPEG, PNG, BMP and GIF of any size, preprocessed as in evaluation (centre crop, resize to the
@@ -59,6 +67,8 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
       effnet predict --model-dir runs/quickstart photos/*.jpg
       effnet predict --model-dir runs/quickstart photos/ --format csv -o predictions.csv
       effnet predict --model-dir /results 'shots/**/*.png' --labels classes.txt --top-k 3 --format json
+      effnet predict --model-dir runs/quickstart photos/ --explain explained/ --explain-class ring
+      effnet predict --model-dir runs/quickstart --artifact runs/quickstart/export/model.onnx photos/
     """
     from effnet.api import predict as predict_images
     from effnet.images import find_images
@@ -68,6 +78,10 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
         check_input(labels_file, "labels file", hint="; pass a text file with one class name per line")
     if output:  # never one of the images, the labels, a gin file or a run folder's own file
         check_output(output, "--output file", inputs=[*paths, labels_file, *gin_files])
+    if explain_class is not None and explain_dir is None:
+        raise UserError("--explain-class needs --explain DIR (where the overlays go)")
+    if explain_dir:  # a folder of overlays, holding none of the inputs
+        check_output(explain_dir, "--explain folder", folder=True, inputs=[*paths, labels_file, *gin_files])
     bar = progress_bar(len(paths), "predict") if len(paths) > batch_size else None
 
     def on_loaded(run):
@@ -80,7 +94,8 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
     def call(progress=None):
         return predict_images(model_dir, paths, gin_files, gin_params, data_dir, checkpoint=checkpoint, weights=weights,
                               labels=labels_file, top_k=top_k, batch_size=batch_size, precision=precision,
-                              on_error=on_error, progress=progress, on_loaded=on_loaded)
+                              on_error=on_error, progress=progress, on_loaded=on_loaded, explain=explain_dir,
+                              explain_class=explain_class, artifact=artifact, runtime=runtime)
 
     if bar is not None:
         with bar:
@@ -89,6 +104,8 @@ def predict(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, lab
         result = call()
     predictions, errors = result.predictions, result.errors
     emit(_format_predictions(predictions, fmt, result.header(), errors), output)
+    if explain_dir:
+        click.echo(f"wrote {sum(len(p.explanations) for p in predictions)} Grad-CAM overlay(s) to {explain_dir}", err=True)
     if errors:
         raise UserError(
             f"{len(errors)} of {len(paths)} file(s) could not be read as images (listed above); "

@@ -123,6 +123,11 @@ def _search(gin_files, gin_params, root, data_dir, varies, variants_file, seeds,
     best = study.best_line()
     if best:
         click.echo(best)
+    try:
+        drawn = search_mod.plot_objective(plan.root, plan.root / "objective.png")
+        click.echo(f"objective of {drawn} trials: {plan.root / 'objective.png'}")
+    except UserError as exc:  # no matplotlib: the table is still there
+        click.echo(f"no picture: {exc}")
 
 
 @click.command(context_settings=CONTEXT)
@@ -131,8 +136,10 @@ def _search(gin_files, gin_params, root, data_dir, varies, variants_file, seeds,
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw every run's validation curve into this PNG.")
 @click.option("--plot-metric", default="top1", show_default=True,
-              type=click.Choice(["top1", "val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss"]),
-              help="The curve to draw; top1: the EMA weights' top-1 where a run keeps an EMA, else the raw weights'.")
+              type=click.Choice(["top1", "val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss",
+                                 "objective"]),
+              help="The curve to draw; top1: the EMA weights' top-1 where a run keeps an EMA, else the raw weights'; "
+                   "objective: a search's objective over its trials (one `effnet sweep --search optuna` folder).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
 def compare(run_dirs, fmt, plot_path, plot_metric, output):
     """Compare runs: a column per gin binding that differs, and the final metrics.
@@ -167,7 +174,14 @@ def compare(run_dirs, fmt, plot_path, plot_metric, output):
         write_text_atomic(Path(output), text)
     else:
         click.echo(text, nl=False)
-    if plot_path:
+    if plot_path and plot_metric == "objective":
+        from effnet.search import plot_objective
+
+        if len(run_dirs) != 1:
+            raise UserError("--plot-metric objective draws one search: pass its sweep folder only")
+        drawn = plot_objective(run_dirs[0], plot_path)
+        click.echo(f"objective of {drawn} trials: {plot_path}", err=bool(not output))
+    elif plot_path:
         drawn = compare_mod.plot(comparison, plot_path, metric=plot_metric)
         click.echo(f"curves of {len(drawn)} runs: {plot_path}", err=bool(not output))
 

@@ -96,18 +96,28 @@ def evaluate_artifact(model_dir, artifact, runtime=None, gin_files: Sequence[str
 def predict(model_dir, images: Sequence[str], gin_files: Sequence[str] = (), bindings: Sequence[str] = (), data_dir=None,
             checkpoint: str = "latest", weights: str = "auto", labels=None, top_k: int = 5, batch_size: int = 32,
             precision=None, on_error: Callable[[str, str], None] | None = None,
-            progress: Callable[[int], None] | None = None, on_loaded=None):
+            progress: Callable[[int], None] | None = None, on_loaded=None, explain=None, explain_class=None,
+            artifact=None, runtime=None):
     """``effnet predict``: top-k classes of image files, folders or globs; returns a :class:`~effnet.predict.PredictResult`.
 
     Files that cannot be decoded are listed in ``result.errors`` (and passed to ``on_error``).
+    ``explain``: a folder for Grad-CAM overlays (top class, and ``explain_class``), one PNG per image and class.
+    ``artifact``: serve from that exported artifact in its own runtime (``runtime``) instead of the checkpoint.
     """
     from effnet.images import find_images
     from effnet.prediction import predict_run
 
     paths = find_images(images)  # bad paths fail before anything heavy is loaded
+    if artifact is not None or runtime is not None:
+        from effnet.runtimes import runtime_for
+
+        if artifact is None:
+            raise UserError("--runtime needs --artifact: the exported file or folder to serve (see effnet export)")
+        runtime = runtime_for(artifact, runtime)
     cfg = _run_settings(model_dir, gin_files, [*_shorthand("train.precision", precision), *bindings], data_dir)
     return predict_run(cfg, paths, checkpoint=checkpoint, weights=weights, labels_file=labels, top_k=top_k,
-                       batch_size=batch_size, on_error=on_error, progress=progress, on_loaded=on_loaded)
+                       batch_size=batch_size, on_error=on_error, progress=progress, on_loaded=on_loaded,
+                       explain_dir=explain, explain_class=explain_class, artifact=artifact, runtime=runtime)
 
 
 def export(model_dir, formats: Sequence[str] = ("all",), output=None, gin_files: Sequence[str] = (),

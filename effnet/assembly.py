@@ -293,7 +293,7 @@ def assemble(cfg: TrainConfig, backend: Backend, num_classes: int, num_train: in
     optimizer, ema, step = build_step(model, settings, schedule, global_batch=plan.global_batch,
                                       accumulation=max(accumulation, cfg.grad_accum_steps), backend=backend,
                                       global_step=global_step, class_weights=class_weights)
-    evaluator = Evaluator(model, backend, jit_compile=settings.xla)
+    evaluator = Evaluator(model, backend, jit_compile=settings.xla, num_classes=num_classes)
     return RunParts(model=model, stages=stage_list, stage_steps=stage_steps, total_steps=total_steps,
                     global_batch=plan.global_batch, base_lr=base_lr, schedule=schedule, optimizer=optimizer, ema=ema,
                     global_step=step.global_step, step=step, evaluator=evaluator, eval_size=cfg.eval_size,

@@ -69,6 +69,8 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
     import tensorflow as tf
 
     cfg = (cfg or BenchmarkConfig()).resolved()
+    if cfg.mode == "infer" and (cfg.runtime != "tf" or cfg.artifact):
+        return _run_deployed(cfg, progress)
     keras.backend.clear_session()
     precision_mod.configure(cfg.precision)
     xla = precision_mod.default_xla(cfg.xla)
@@ -97,6 +99,23 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
     if gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
     baseline = current_rss()
+    warmup_seconds, elapsed, ms = _timed(one_step, cfg, progress)
+    memory = peak_memory(gpu) if gpu else {**peak_memory(False), "baseline_bytes": baseline}
+    return {
+        "mode": cfg.mode, "runtime": "tf", "model": cfg.model, "precision": cfg.precision, "batch_size": cfg.batch_size,
+        "image_size": cfg.image_size, "xla": xla, "frozen_graph": cfg.frozen_graph if cfg.mode == "infer" else None,
+        "steps": cfg.steps, "warmup": cfg.warmup,
+        "num_classes": cfg.num_classes, "optimizer": cfg.optimizer if cfg.mode == "train" else None,
+        "params": count_params(model), "grad_accum_steps": accumulation,
+        "img_per_s": cfg.batch_size * accumulation * cfg.steps / elapsed if elapsed > 0 else math.nan,
+        "seconds": elapsed, "warmup_seconds": warmup_seconds,
+        "latency_ms": latency_summary(ms), "memory": memory,
+        "device": _device(), "tensorflow": tf.__version__, "keras": keras.__version__,
+    }
+
+
+def _timed(one_step, cfg, progress) -> tuple[float, float, list[float]]:
+    """Run ``cfg.warmup`` untimed then ``cfg.steps`` timed steps: ``(warm-up s, timed wall s, per-step ms)``."""
     started = time.perf_counter()
     for i in range(cfg.warmup):
         one_step()
@@ -111,35 +130,83 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
         seconds.append(time.perf_counter() - t0)
         if progress is not None:
             progress(cfg.warmup + i + 1, cfg.warmup + cfg.steps)
-    elapsed = time.perf_counter() - window
-    ms = [1000.0 * s for s in seconds]
-    memory = peak_memory(gpu) if gpu else {**peak_memory(False), "baseline_bytes": baseline}
+    return warmup_seconds, time.perf_counter() - window, [1000.0 * s for s in seconds]
+
+
+# runtime -> the export format converted on the fly when no --artifact is given
+_RUNTIME_FORMATS = {"tf": "saved_model", "tflite": "tflite", "onnxruntime": "onnx", "openvino": "openvino"}
+
+
+def _run_deployed(cfg: BenchmarkConfig, progress=None) -> dict:
+    """Inference in a deployment runtime: ``cfg.artifact`` as exported, else the model (random weights)
+    exported to the runtime's format (float32) in a temporary folder. OpenVINO runs f32 for fp32 and
+    its CPU plugin's own choice (bf16 where the CPU has it) for bf16/amp; the others run fp32."""
+    import tempfile
+    from pathlib import Path
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from effnet import runtimes
+    from effnet.exporter import Exporter
+
+    precision = "fp32" if cfg.runtime != "openvino" or cfg.precision not in ("bf16", "amp") else "auto"
+    params = None
+    with tempfile.TemporaryDirectory(prefix="effnet-bench-") as work:
+        if cfg.artifact:
+            loaded = runtimes.load(cfg.artifact, cfg.runtime, precision=precision)
+        else:
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(cfg.seed)
+            model = build_model(cfg.model, cfg.num_classes)
+            check_image_size(model, cfg.image_size, cfg.model, "benchmark image size")
+            params = count_params(model)
+            exporter = Exporter(model, cfg.image_size, num_classes=cfg.num_classes)
+            fmt = _RUNTIME_FORMATS[cfg.runtime]
+            path = Path(work) / fmt
+            if fmt == "saved_model":
+                exporter.write_saved_model(path)
+            elif fmt in ("onnx", "openvino"):
+                exporter.write_converted(fmt, path, Path(work), None, False)
+            else:
+                path.write_bytes(exporter.tflite_bytes(fmt, Path(work)))
+            del model, exporter
+            keras.backend.clear_session()
+            loaded = runtimes.load(path, cfg.runtime, precision=precision)
+        size = loaded.image_size or cfg.image_size
+        rng = np.random.default_rng(cfg.seed)
+        images = rng.integers(0, 256, [cfg.batch_size, size, size, 3]).astype(np.float32)
+        baseline = current_rss()
+        warmup_seconds, elapsed, ms = _timed(lambda: loaded.predict(images), cfg, progress)
+        memory = {**peak_memory(False), "baseline_bytes": baseline}
     return {
-        "mode": cfg.mode, "model": cfg.model, "precision": cfg.precision, "batch_size": cfg.batch_size,
-        "image_size": cfg.image_size, "xla": xla, "frozen_graph": cfg.frozen_graph if cfg.mode == "infer" else None,
-        "steps": cfg.steps, "warmup": cfg.warmup,
-        "num_classes": cfg.num_classes, "optimizer": cfg.optimizer if cfg.mode == "train" else None,
-        "params": count_params(model),
-        "grad_accum_steps": accumulation,
-        "img_per_s": cfg.batch_size * accumulation * cfg.steps / elapsed if elapsed > 0 else math.nan,
-        "seconds": elapsed, "warmup_seconds": warmup_seconds,
-        "latency_ms": latency_summary(ms), "memory": memory,
+        "mode": "infer", "runtime": cfg.runtime, "artifact": cfg.artifact, "runtime_detail": loaded.detail,
+        "model": cfg.model,
+        "precision": precision if cfg.runtime == "openvino" else ("as exported" if cfg.artifact else "fp32"),
+        "batch_size": cfg.batch_size, "image_size": size, "xla": False, "frozen_graph": None,
+        "steps": cfg.steps, "warmup": cfg.warmup, "num_classes": cfg.num_classes, "optimizer": None, "params": params,
+        "img_per_s": cfg.batch_size * cfg.steps / elapsed if elapsed > 0 else math.nan,
+        "seconds": elapsed, "warmup_seconds": warmup_seconds, "latency_ms": latency_summary(ms), "memory": memory,
         "device": _device(), "tensorflow": tf.__version__, "keras": keras.__version__,
     }
 
 
 def table_lines(results: list[dict]) -> list[str]:
     """Benchmark results as a table, one row per result."""
-    header = ("mode", "model", "precision", "batch", "size", "xla", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
-              "peak MiB")
+    # the runtime column only when one of the rows ran outside TensorFlow (effnet benchmark infer --runtime)
+    runtimes = any((r.get("runtime") or "tf") != "tf" for r in results)
+    header = ("mode", "model", *(("runtime",) if runtimes else ()), "precision", "batch", "size", "xla", "img/s", "p50 ms",
+              "p90 ms", "p95 ms", "p99 ms", "peak MiB")
     rows = [header]
     for r in results:
         lat = r["latency_ms"]
-        rows.append((r["mode"], r["model"], r["precision"], str(r["batch_size"]), str(r["image_size"]),
+        rows.append((r["mode"], r["model"], *((r.get("runtime") or "tf",) if runtimes else ()), r["precision"],
+                     str(r["batch_size"]), str(r["image_size"]),
                      "on" if r["xla"] else "off", f"{r['img_per_s']:.1f}", *(f"{lat[f'p{q}']:.2f}" for q in QUANTILES),
                      f"{r['memory']['peak_bytes'] / 2**20:.0f}" if r.get("memory") else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(c.ljust(w) if i < 3 + runtimes else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     if results:
         r = results[0]
         peak = f"peak: {r['memory']['measure']}; " if r.get("memory") else ""

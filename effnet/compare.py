@@ -36,7 +36,7 @@ from effnet.paths import is_regular, open_input, what_is
 from effnet.gintext import parse_bindings, short_labels
 from effnet.runfolder import OPERATIVE_CONFIG, REPORT
 
-__all__ = ["FORMATS", "METRICS", "PLOT_METRICS", "Comparison", "Run", "collect", "compare", "pid_alive", "report_complete", "plot", "read_run", "render"]
+__all__ = ["FORMATS", "METRICS", "PER_CLASS_METRICS", "PLOT_METRICS", "Comparison", "Run", "collect", "compare", "pid_alive", "report_complete", "plot", "read_run", "render"]
 
 SUMMARY = "sweep.json"  # written by effnet sweep in the folder that holds its runs
 RUN_DIR_KEYS = {"MODEL_DIR", "train.model_dir"}  # every run has its own folder: never a column
@@ -50,6 +50,11 @@ METRICS = [
     ("val_ema_top1", "ema_top1", "pct"), ("val_ema_top5", "ema_top5", "pct"),
     ("val_loss", "loss", "num"), ("val_ema_loss", "ema_loss", "num"),
     ("global_step", "steps", "int"), ("wall_seconds", "wall_s", "sec"), ("img_per_s", "img/s", "sec"),
+]
+# shown when a run has them (training evaluations since per-class figures: balanced accuracy, macro F1)
+PER_CLASS_METRICS = [
+    ("val_balanced_accuracy", "bal_acc", "pct"), ("val_macro_f1", "macro_f1", "num"),
+    ("val_ema_balanced_accuracy", "ema_bal_acc", "pct"), ("val_ema_macro_f1", "ema_macro_f1", "num"),
 ]
 CURVE_METRICS = ("val_top1", "val_top5", "val_ema_top1", "val_ema_top5", "val_loss", "val_ema_loss")
 PLOT_METRICS = ("top1", *CURVE_METRICS)  # 'top1': the EMA weights' top-1 where a run keeps an EMA, else the raw
@@ -189,7 +194,9 @@ def read_run(folder: str | Path, record: dict | None = None) -> Run:
         log_name = LOG  # only a file inside the run folder is read
     run.curve, rates, wall = _read_log(folder / log_name)
     if run.curve:
-        run.metrics.update({k: v for k, v in run.curve[-1].items() if k in CURVE_METRICS or k == "global_step"})
+        per_class = {key for key, _, _ in PER_CLASS_METRICS}
+        run.metrics.update({k: v for k, v in run.curve[-1].items()
+                            if k in CURVE_METRICS or k in per_class or k == "global_step"})
     report_path = folder / REPORT
     report_ok = False
     if report_path.is_file():
@@ -323,7 +330,7 @@ def _stats(runs: Sequence[Run]) -> dict[str, tuple[float, float | None, int]]:
     done = [r for r in runs if r.status == "done"]
     source = done if done else (runs if len(runs) == 1 else [])  # a single unfinished run shows its latest numbers
     out = {}
-    for key, _, _ in METRICS:
+    for key, _, _ in [*METRICS, *PER_CLASS_METRICS]:
         values = [r.metrics[key] for r in source if key in r.metrics]
         if values:
             out[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
@@ -373,13 +380,20 @@ def _cell(stat, kind: str) -> str:
     return f"{text} ± {_fmt(std, kind)}" if std is not None else text
 
 
+def _shown(comparison: Comparison) -> list[tuple[str, str, str]]:
+    """The metric columns: METRICS, then the per-class figures some row has."""
+    return [*METRICS, *(m for m in PER_CLASS_METRICS if any(m[0] in row.stats for row in comparison.rows))]
+
+
 def _headers(comparison: Comparison) -> list[str]:
-    return ["run", *comparison.columns, "status", *(name + (" %" if kind == "pct" else "") for _, name, kind in METRICS)]
+    return ["run", *comparison.columns, "status",
+            *(name + (" %" if kind == "pct" else "") for _, name, kind in _shown(comparison))]
 
 
 def _table_rows(comparison: Comparison) -> list[list[str]]:
+    shown = _shown(comparison)
     return [[row.label, *(row.bindings.get(c, "?") for c in comparison.columns), row.status,
-             *(_cell(row.stats.get(key), kind) for key, _, kind in METRICS)] for row in comparison.rows]
+             *(_cell(row.stats.get(key), kind) for key, _, kind in shown)] for row in comparison.rows]
 
 
 def render(comparison: Comparison, fmt: str = "table") -> str:
@@ -426,13 +440,13 @@ def _as_json(comparison: Comparison) -> dict:
 def _as_csv(comparison: Comparison) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    metric_cols = []
-    for key, _, _ in METRICS:
+    metric_cols, shown = [], _shown(comparison)
+    for key, _, _ in shown:
         metric_cols += [key] + ([f"{key}_std"] if comparison.grouped else [])
     writer.writerow(["run", *comparison.columns, "status", *metric_cols, *(["n"] if comparison.grouped else []), "error"])
     for row in comparison.rows:
         values = []
-        for key, _, _ in METRICS:
+        for key, _, _ in shown:
             stat = row.stats.get(key)
             values.append("" if stat is None else repr(stat[0]))
             if comparison.grouped:

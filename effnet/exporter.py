@@ -367,7 +367,7 @@ class Exporter:
             first = " ".join(str(exc).strip().split("\n")[0].split())[:300]
             raise RuntimeError(f"TFLite conversion ({variant}) failed: {type(exc).__name__}: {first}") from exc
 
-    def _write_converted(self, fmt: str, tmp: Path, work: Path, calibration, int8_io: bool):
+    def write_converted(self, fmt: str, tmp: Path, work: Path, calibration, int8_io: bool):
         """Write ``fmt`` (a converted format) to ``tmp``; returns the artifact loaded in its runtime."""
         from effnet import runtimes
 
@@ -443,7 +443,7 @@ class Exporter:
                         return metrics.probabilities(loaded(x, training=False)).numpy()
                     parity = _compare(fmt, final, ref, predict(floats), bounds)
                 else:
-                    loaded = self._write_converted(fmt, tmp, work, calibration, int8_io)
+                    loaded = self.write_converted(fmt, tmp, work, calibration, int8_io)
                     predict = loaded.predict
                     parity = _compare(fmt, final, ref, predict(floats), bounds)
                 if validation is not None and parity.agrees:
@@ -523,7 +523,18 @@ def calibration_images(cfg, exporter: Exporter, files=None, count: int = 100):
     records of the run's training split in file order: the same images on every export of a run.
     """
     if files:
-        images, _ = decode_all(exporter, file_samples(files, count))
+        from effnet.images import check_image_bytes
+        from effnet.paths import read_bytes
+
+        encoded = []
+        for path in list(files)[:count]:  # an unreadable file is skipped: the others still calibrate
+            try:
+                data = read_bytes(path, "--calibration image")
+            except UserError:
+                continue
+            if not check_image_bytes(data):
+                encoded.append(data)
+        images, _ = decode_all(exporter, encoded)
         origin = f"{len(images)} given images"
         if not len(images):
             raise UserError(f"no readable image among the {min(len(files), count)} calibration files "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -173,7 +174,12 @@ def take_lock(path, refusal, notice=None, created_folder: Path | None = None) ->
         handle = open(path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a filesystem without locks
+                if os.fstat(handle.fileno()).st_size == 0:
+                    path.unlink(missing_ok=True)
+                handle.close()
+                return None
             handle.seek(0)
             words = holder_words(lock_holder(handle.read(4096)))
             handle.close()

@@ -49,7 +49,9 @@ def effnet_models():
     when a stage starts, with keys such as ``dropout`` and ``drop_path``, and reads the values a
     model was built with from ``stage_values() -> dict``. A factory may carry an attribute
     ``load_weights(model, path, replace_head=False)``: ``--from-weights`` then uses it for Keras
-    weight files (``.weights.h5`` / ``.keras``) instead of ``model.load_weights``.
+    weight files (``.weights.h5`` / ``.keras``, and PyTorch ``.pth`` / ``.safetensors`` it converts)
+    instead of ``model.load_weights``; and ``weight_settings(path) -> {gin binding: value}``, what the
+    weights need from the model (e.g. ``efficientnet.padding``), which the engine binds before building it.
 
     Example::
 

@@ -29,15 +29,19 @@ class Prediction:
     indices: list[int]
     probabilities: list[float]
     names: list[str] | None = None
+    explanations: list[dict] = field(default_factory=list)  # {"class": ..., "index": ..., "gradcam": path}
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "path": self.path,
             "top_k": [
                 {"rank": r + 1, "index": i, "class": self.names[r] if self.names else str(i), "probability": p}
                 for r, (i, p) in enumerate(zip(self.indices, self.probabilities))
             ],
         }
+        if self.explanations:
+            out["explanations"] = list(self.explanations)
+        return out
 
 
 class Predictor:
@@ -49,7 +53,9 @@ class Predictor:
 
     def __init__(self, model, image_size: int, top_k: int = 5, class_names: Sequence[str] | None = None,
                  crop_fraction: float | None = None, method: str = "bilinear", jit_compile: bool = False,
-                 whole_frame: bool = False):
+                 whole_frame: bool = False, forward=None):
+        """``forward``: float images -> probabilities (numpy), e.g. an exported artifact in its runtime
+        (:func:`effnet.runtimes.load`); default the model's frozen forward pass."""
         import tensorflow as tf
 
         self.model = model
@@ -64,7 +70,9 @@ class Predictor:
 
         self._decode = decode
         # the weights are frozen into the graph when the first batch arrives (effnet.models.InferenceFunction)
-        self._probabilities = InferenceFunction(model, metrics.probabilities, jit_compile=jit_compile)
+        self._forward = forward
+        if forward is None:
+            self._probabilities = InferenceFunction(model, metrics.probabilities, jit_compile=jit_compile)
 
     def decode(self, path) -> "np.ndarray":  # noqa: F821
         import tensorflow as tf
@@ -86,6 +94,10 @@ class Predictor:
         raise ImageError(f"is not a readable JPEG/PNG/BMP/GIF image ({'; '.join(details)[:200]})")
 
     def probabilities(self, images) -> "np.ndarray":  # noqa: F821
+        if self._forward is not None:
+            import numpy as np
+
+            return np.asarray(self._forward(np.asarray(images, np.float32)))
         return self._probabilities(images).numpy()
 
     def top_k_of(self, probs, path: str) -> Prediction:
@@ -151,19 +163,39 @@ def dataset_class_names(cfg) -> Callable[[], list[str] | None]:
 
 def predict_run(cfg, paths: Sequence, checkpoint: str = "latest", weights: str = "auto", labels_file=None,
                 top_k: int = 5, batch_size: int = 32, on_error: Callable[[str, str], None] | None = None,
-                progress: Callable[[int], None] | None = None, on_loaded: Callable[[object], None] | None = None) -> PredictResult:
+                progress: Callable[[int], None] | None = None, on_loaded: Callable[[object], None] | None = None,
+                explain_dir=None, explain_class: str | None = None, artifact=None,
+                runtime: str | None = None) -> PredictResult:
     """Predict ``paths`` with a run (gin holds its config; ``cfg`` its TrainConfig).
 
     Undecodable files are collected in ``errors`` (and passed to ``on_error(path, reason)``).
+    ``explain_dir``: write a Grad-CAM overlay PNG per image for its top class (and ``explain_class``,
+    a class name or index) into that folder (:mod:`effnet.explain`). With ``artifact`` the forward
+    pass is that exported artifact's, in its own runtime (``runtime`` or the one its kind implies);
+    the run still supplies the preprocessing and the class names (and the model for explanations).
     """
+    loaded = None
+    if artifact is not None:
+        from effnet import runtimes
+
+        loaded = runtimes.load(artifact, runtime)
     run = runfolder.load_run(cfg, checkpoint=checkpoint, weights=weights)
     if on_loaded is not None:
         on_loaded(run)
     names = runfolder.class_names_for(run.num_classes, labels_file, cfg.model_dir, dataset_class_names(cfg))
+    explainer = named = None
+    if explain_dir is not None:  # a model without a feature map, or an unknown class: fail before predicting
+        from effnet.explain import GradCAM
+
+        explainer = GradCAM(run.model)
+        named = None if explain_class is None else class_index(explain_class, names, run.num_classes)
+    elif explain_class is not None:
+        raise UserError("--explain-class needs --explain DIR (where the overlays go)")
     opts = pipeline_options()
-    predictor = Predictor(run.model, run.image_size, top_k=top_k, class_names=names,
+    size = (loaded.image_size if loaded is not None else None) or run.image_size
+    predictor = Predictor(run.model, size, top_k=top_k, class_names=names,
                           crop_fraction=opts.eval_crop_fraction, method=opts.resize_method,
-                          whole_frame=opts.eval_whole_frame)
+                          whole_frame=opts.eval_whole_frame, forward=loaded.predict if loaded is not None else None)
     errors: list[dict] = []
 
     def failed(path, reason):
@@ -172,7 +204,44 @@ def predict_run(cfg, paths: Sequence, checkpoint: str = "latest", weights: str =
             on_error(path, reason)
 
     predictions = predictor.predict_files(paths, batch_size, on_error=failed, progress=progress)
+    if explainer is not None:
+        explain_predictions(explainer, predictor, predictions, Path(explain_dir), names, named)
     return PredictResult(predictions, errors, run)
 
 
-__all__ = ["ImageError", "Prediction", "PredictResult", "Predictor", "dataset_class_names", "predict_run"]
+def class_index(which: str, names: Sequence[str] | None, num_classes: int) -> int:
+    """A class given by name (or by its index) as its index, or a one-line UserError."""
+    names = list(names or [])
+    if which in names:
+        return names.index(which)
+    if str(which).isdigit() and int(which) < num_classes:
+        return int(which)
+    import difflib
+
+    close = difflib.get_close_matches(str(which), names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"--explain-class {which!r} is not one of the model's classes{hint}; give a class name from "
+                    f"labels.txt or an index from 0 to {num_classes - 1}")
+
+
+def explain_predictions(explainer, predictor, predictions, folder: Path, names, named: int | None) -> None:
+    """One overlay per image and class (the top one, and ``named``): ``folder/NNNN_<stem>_<class>.png``."""
+    import numpy as np
+
+    from effnet.explain import overlay, safe_name, write_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, p in enumerate(predictions):
+        image = np.asarray(predictor.decode(p.path))
+        classes = list(dict.fromkeys([p.indices[0], *([named] if named is not None else [])]))
+        maps = explainer(np.stack([image] * len(classes)), classes)
+        shown = np.clip(np.round(image), 0, 255).astype(np.uint8)
+        for c, cam in zip(classes, maps):
+            label = names[c] if names else str(c)
+            path = folder / f"{n:04d}_{safe_name(Path(p.path).stem)}_{safe_name(label)}.png"
+            write_png(overlay(shown, cam), path)
+            p.explanations.append({"class": label, "index": int(c), "gradcam": str(path)})
+
+
+__all__ = ["ImageError", "Prediction", "PredictResult", "Predictor", "class_index", "dataset_class_names",
+           "explain_predictions", "predict_run"]

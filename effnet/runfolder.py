@@ -98,6 +98,8 @@ def select_checkpoint(model_dir, which: str = "latest", prefer_ema: bool = True)
     path = Path(which)
     if path.name in (ckpt.TF_PREFIX, ckpt.TF_PREFIX + ".index"):
         path = path.parent
+    if os.path.lexists(path):  # a FIFO, a device or a symlink loop is named for what it is
+        check_input(path, "--checkpoint", folder=None, hint=f"; pass 'latest', 'best', a {ckpt.PREFIX}* folder or a run folder")
     if not path.exists():
         raise UserError(
             f"--checkpoint {which!r} does not exist; pass 'latest', 'best', a {ckpt.PREFIX}* folder or a run folder"

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from effnet.errors import UserError, did_you_mean
+from effnet.paths import check_input, read_bytes
 
 RUNTIMES = ("tf", "tflite", "onnxruntime", "openvino")
 # runtime -> (module to import, extra that installs it)
@@ -58,8 +59,8 @@ def runtime_for(path, runtime: str | None = None) -> str:
         if runtime not in RUNTIMES:
             raise UserError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}{did_you_mean(runtime, RUNTIMES)}")
         return runtime
-    if not path.exists():
-        raise UserError(f"artifact {path} does not exist; pass an exported file or folder (see effnet export)")
+    # a FIFO, a device or a symlink loop is named for what it is, never opened
+    check_input(path, "artifact", folder=None, hint="; pass an exported file or folder (see effnet export)")
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "tf"
@@ -101,8 +102,8 @@ def load(path, runtime: str | None = None, threads: int | None = None, precision
 
     path = Path(path)
     runtime = runtime_for(path, runtime)
-    if not path.exists():
-        raise UserError(f"artifact {path} does not exist; pass an exported file or folder (see effnet export)")
+    # a FIFO, a device or a symlink loop is named for what it is, never opened
+    check_input(path, "artifact", folder=None, hint="; pass an exported file or folder (see effnet export)")
     if runtime == "tf":
         import tensorflow as tf
 
@@ -115,7 +116,7 @@ def load(path, runtime: str | None = None, threads: int | None = None, precision
         size = _size_from(fn.structured_input_signature[1]["images"].shape)
         return Loaded(runtime, str(path), size, lambda x: fn(images=tf.constant(np.asarray(x, np.float32)))["probabilities"].numpy())
     if runtime == "tflite":
-        content = path.read_bytes()
+        content = read_bytes(path, "artifact")
         runner = TFLiteRunner(content, threads)
         return Loaded(runtime, str(path), runner.image_size, runner, runner.io)
     if runtime == "onnxruntime":

@@ -36,12 +36,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from effnet.compare import report_complete
+from effnet.compare import pid_alive, report_complete
 from effnet.errors import UserError
 from effnet.files import write_json_atomic
 from effnet.gintext import canonical, parse_value
 
-__all__ = ["DISTRIBUTIONS", "Space", "Search", "parse_space", "parse_space_file"]
+__all__ = ["DISTRIBUTIONS", "Space", "Search", "parse_space", "parse_space_file", "plot_objective"]
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "intlog", "choice")
 STUDY_FILE = "study.db"
@@ -113,20 +113,25 @@ def parse_spec(key: str, text: str, where: str) -> Space:
     return Space(key, kind, (low, high), where)
 
 
-def parse_space(options: Sequence[str]) -> list[Space]:
-    """The search space of ``--vary 'KEY=SPEC'`` options (position ``--vary #N`` in errors)."""
+def _add(spaces: list[Space], text: str, where: str) -> None:
+    """Append the space of one ``KEY = SPEC`` text (its key checked, searched once)."""
     from effnet.sweep import _check_key
 
+    key, spec = (p.strip() for p in text.split("=", 1))
+    _check_key(key, where, False)
+    if any(s.key == key for s in spaces):
+        raise UserError(f"{where}: {key} is searched twice; keep one spec")
+    spaces.append(parse_spec(key, spec, where))
+
+
+def parse_space(options: Sequence[str]) -> list[Space]:
+    """The search space of ``--vary 'KEY=SPEC'`` options (position ``--vary #N`` in errors)."""
     spaces: list[Space] = []
     for i, option in enumerate(options, 1):
         where = f"--vary #{i} {option!r}"
         if "=" not in option:
             raise UserError(f"{where}: expected KEY=SPEC, e.g. --vary 'train.lr_init=loguniform(1e-4, 1e-2)'")
-        key, text = (p.strip() for p in option.split("=", 1))
-        _check_key(key, where, False)
-        if any(s.key == key for s in spaces):
-            raise UserError(f"{where}: {key} is searched twice; keep one spec")
-        spaces.append(parse_spec(key, text, where))
+        _add(spaces, option, where)
     if not spaces:
         raise UserError("--search optuna needs a search space: --vary 'KEY=SPEC' (repeatable) or --variants FILE")
     return spaces
@@ -134,8 +139,6 @@ def parse_space(options: Sequence[str]) -> list[Space]:
 
 def parse_space_file(path) -> list[Space]:
     """``scope.name = SPEC`` lines of a variants file (``[name]`` headers and ``#`` comments are skipped)."""
-    from effnet.sweep import _check_key
-
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -149,11 +152,7 @@ def parse_space_file(path) -> list[Space]:
         where = f"{path}:{lineno}"
         if "=" not in line:
             raise UserError(f"{where}: expected 'scope.name = SPEC', e.g. 'train.lr_init = loguniform(1e-4, 1e-2)'")
-        key, text = (p.strip() for p in line.split("=", 1))
-        _check_key(key, where, False)
-        if any(s.key == key for s in spaces):
-            raise UserError(f"{where}: {key} is searched twice; keep one spec")
-        spaces.append(parse_spec(key, text, where))
+        _add(spaces, line, where)
     if not spaces:
         raise UserError(f"{path}: no search space; write 'scope.name = SPEC' lines, e.g. 'train.lr_init = loguniform(1e-4, 1e-2)'")
     return spaces
@@ -257,7 +256,7 @@ class Search:
             trials = study.get_trials(deepcopy=False)
             for t in trials:
                 owner = t.user_attrs.get("owner") or {}
-                if t.state == state.RUNNING and owner.get("host") == self.host and not _alive(owner.get("pid")):
+                if t.state == state.RUNNING and owner.get("host") == self.host and not pid_alive(owner.get("pid"), "effnet"):
                     trial = optuna.trial.Trial(study, trial_id(t))
                     trial.set_user_attr("owner", {"host": self.host, "pid": os.getpid()})
                     return trial, t.params, set(t.intermediate_values)
@@ -411,21 +410,43 @@ class Search:
         return f"best: trial {best.number} {self.objective} {best.value:.4f}: {params}"
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
+def plot_objective(root, path) -> int:
+    """Draw a search's objective over its trials (and the best so far) from ``root/sweep.json``; returns the
+    number of trials with a value. Needs matplotlib (``pip install 'effnet[plot]'``)."""
+    from effnet.files import read_json_dict
 
+    summary = read_json_dict(Path(root) / "sweep.json") or {}
+    if not summary.get("objective") or not isinstance(summary.get("runs"), list):
+        raise UserError(f"{root}: not an `effnet sweep --search optuna` folder (its sweep.json has no objective)")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("drawing the objective needs matplotlib: pip install 'effnet[plot]'") from None
+    points = sorted((r["trial"], r["value"]) for r in summary["runs"]
+                    if isinstance(r, dict) and isinstance(r.get("trial"), int) and _is_number(r.get("value")))
+    pruned = sorted(r["trial"] for r in summary["runs"] if isinstance(r, dict) and r.get("status") == "pruned")
+    better = max if summary.get("direction", "maximize") == "maximize" else min
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if points:
+        xs, ys = zip(*points)
+        best = [better(ys[:i + 1]) for i in range(len(ys))]
+        ax.plot(xs, ys, "o", label=f"{summary['objective']} of a finished trial")
+        ax.step(xs, best, where="post", label="best so far")
+    for number in pruned:
+        ax.axvline(number, color="0.8", linestyle=":", linewidth=1)
+    ax.set_xlabel("trial" + (" (dotted: pruned)" if pruned else ""))
+    ax.set_ylabel(summary["objective"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(points)
 
 
 def trial_id(frozen) -> int:

@@ -14,6 +14,8 @@ one-line error naming the binding.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -252,12 +254,25 @@ class BenchmarkConfig:
     grad_accum_steps: int = 1  # micro-batches (of batch_size) per timed optimizer update
     frozen_graph: bool = True  # infer mode: weights frozen into the graph, as `effnet predict` serves them
     seed: int = 0
+    # infer mode: the runtime that serves the model (tf, tflite, onnxruntime, openvino; default tf, or the
+    # artifact's own) and an exported artifact to time instead of the model converted on the fly
+    runtime: str | None = None
+    artifact: str | None = None
 
     def resolved(self) -> "BenchmarkConfig":
         """A copy with ``None`` fields filled from the ``train.*`` bindings or defaults, validated."""
         cfg = BenchmarkConfig(**asdict(self))
         if cfg.mode not in BENCHMARK_MODES:
             raise UserError(f"benchmark mode {cfg.mode!r} is not one of {', '.join(BENCHMARK_MODES)}")
+        if cfg.runtime is not None or cfg.artifact:
+            from effnet.runtimes import runtime_for
+
+            if cfg.mode != "infer":
+                raise UserError("--runtime and --artifact time inference: use `effnet benchmark infer`")
+            cfg.runtime = runtime_for(cfg.artifact, cfg.runtime) if cfg.artifact else runtime_for(".", cfg.runtime)
+        cfg.runtime = cfg.runtime or "tf"
+        if cfg.artifact:  # what is timed is the artifact, whatever train.model the defaults bind
+            cfg.model = cfg.model or os.path.basename(os.path.normpath(cfg.artifact))
         cfg.model = cfg.model or _train_binding("model", None)
         if not cfg.model:
             raise UserError("no model to benchmark: pass --model NAME (see `effnet plugins`) or an experiment with --gin")

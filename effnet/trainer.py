@@ -62,7 +62,13 @@ class NonFiniteLoss(UserError):
 
 
 def _val_metrics(result, prefix: str) -> dict[str, float]:
-    return {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
+    metrics = {f"{prefix}{k}": v for k, v in result.as_dict().items() if k in ("loss", "top1", "top5")}
+    if result.confusion is not None:  # per-class figures, so `effnet compare` can show an ablation's effect on them
+        from effnet.perclass import per_class_report
+
+        figures = per_class_report(result.confusion)
+        metrics.update({f"{prefix}{k}": figures[k] for k in ("balanced_accuracy", "macro_f1") if figures[k] is not None})
+    return metrics
 
 
 class Trainer:
@@ -131,6 +137,10 @@ class Trainer:
         self.num_train = int(info.num_examples.get("train", 0))
         self.class_weights = balance.resolve_class_weights(  # checked before the model is built
             cfg.class_weights, self.num_classes, info.class_names, counts=lambda: balance.class_counts(self.source))
+        if cfg.from_weights:  # the model must reproduce what the weights were trained with (normalisation, padding)
+            from effnet.weights import bind_weight_settings
+
+            bind_weight_settings(registry.get("model", cfg.model), cfg.from_weights)
         self.parts = parts = assembly.assemble(cfg, backend, self.num_classes, self.num_train,
                                                gin_text=config_mod.bindings_text(), class_weights=self.class_weights)
 

@@ -3,7 +3,8 @@
 Accepted: ``imagenet`` (the model plugin's published ImageNet weights, e.g. keras.applications'
 through Keras' download cache), a run folder or one of its ``checkpoints/ckpt-*`` folders (an effnet TF checkpoint; the
 EMA weights are used when the checkpoint has them, unless ``use_ema=False``), or a Keras
-``.weights.h5`` / ``.keras`` file. With ``replace_head=True`` the classifier (the last Dense layer)
+``.weights.h5`` / ``.keras`` file, or a PyTorch ``.pth`` / ``.safetensors`` state dict (timm or
+efficientnet_pytorch; converted by the model plugin's loader). With ``replace_head=True`` the classifier (the last Dense layer)
 may have another number of classes; it then keeps its fresh initialisation. Any other mismatch is
 a UserError naming the variable and both shapes.
 """
@@ -13,10 +14,38 @@ from __future__ import annotations
 from pathlib import Path
 
 from effnet.errors import UserError
+from effnet.paths import check_input
 from effnet.models import head_variables
 
 #: ``--from-weights imagenet``: handed to the model plugin's loader (``factory.load_weights``).
 IMAGENET = "imagenet"
+#: PyTorch state dicts: handed to the model plugin's loader too (it converts them).
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def bind_weight_settings(factory, path) -> dict:
+    """Bind the gin settings the weights at ``path`` need (the model plugin's ``factory.weight_settings``).
+
+    Run before the model is built, so the model reproduces the weights' source (input
+    normalisation, padding, BatchNorm epsilon) and the run's operative config records it for
+    eval, predict and export. A binding the user set to another value is an error naming both.
+    """
+    import gin
+
+    settings = getattr(factory, "weight_settings", None)
+    if settings is None or not path:
+        return {}
+    wanted = settings(path)
+    for key, value in wanted.items():
+        try:
+            current = gin.query_parameter(key)
+        except ValueError:
+            current = None
+        if current is not None and current != value and not (isinstance(value, float) and abs(float(current) - value) <= 1e-9 * abs(value)):
+            raise UserError(f"--from-weights {path}: the weights need {key} = {value!r}, the config binds {current!r}; remove that binding")
+        with gin.unlock_config():
+            gin.bind_parameter(key, value)
+    return wanted
 
 
 def _find_prefix(path: Path) -> str | None:
@@ -47,17 +76,17 @@ def load_weights(model, path, replace_head: bool = False, use_ema: bool = True, 
         report = keras_loader(model, IMAGENET, replace_head=replace_head)
         return {"loaded": None, "skipped": [], "source": IMAGENET, "ema": False, "report": str(report)}
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"--from-weights {str(path)!r} does not exist; pass a run folder, a checkpoint folder, a .weights.h5/.keras file, or imagenet")
+    hint = "; pass a run folder, a checkpoint folder, a .weights.h5/.keras file, or imagenet"
+    check_input(path, "--from-weights", folder=None, hint=hint)  # a FIFO, device or loop: named, never opened
     prefix = _find_prefix(path)
     if prefix is not None:
         return _load_tf_checkpoint(model, prefix, replace_head, use_ema)
-    if path.suffix in (".h5", ".keras") or path.name.endswith(".weights.h5"):
+    if path.suffix in (".h5", ".keras") or path.name.endswith(".weights.h5") or path.suffix.lower() in TORCH_SUFFIXES:
         if keras_loader is not None:
             report = keras_loader(model, str(path), replace_head=replace_head)
             return {"loaded": None, "skipped": [], "source": str(path), "ema": False, "report": str(report)}
         return _load_keras_file(model, path, replace_head)
-    raise UserError(f"--from-weights {str(path)!r} is neither an effnet run/checkpoint folder nor a .weights.h5/.keras file")
+    raise UserError(f"--from-weights {str(path)!r} is neither an effnet run/checkpoint folder nor a .weights.h5/.keras/.pth/.safetensors file")
 
 
 def _load_tf_checkpoint(model, prefix: str, replace_head: bool, use_ema: bool) -> dict:

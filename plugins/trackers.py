@@ -51,14 +51,18 @@ ARTIFACTS = ("report.json", "training_curves.png", "operative_config.gin", "labe
 SWEEP_GROUP_ENV = "EFFNET_SWEEP_GROUP"
 
 
-def _require(module: str, extra: str):
-    import importlib
+def _require(module: str, extra: str) -> None:
+    """A one-line error naming the extra when ``module`` is not installed. Only looked up here: the heavy
+    import happens on the sink's thread, so it does not hold up the run's start."""
+    import importlib.util
 
     try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise UserError(f"logger {extra!r} needs the {module} package ({exc}); install it with "
-                        f"pip install 'effnet[{extra}]'") from None
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise UserError(f"logger {extra!r} needs the {module} package, which is not installed; install it with "
+                        f"pip install 'effnet[{extra}]'")
 
 
 def _number(value):
@@ -210,7 +214,10 @@ class BackgroundSink(Logger):
         with self.wake:
             self.closing = True
             self.wake.notify()
-        self.thread.join(self.close_timeout)
+        wait = min(self.close_timeout, 5.0) if self.failing else self.close_timeout
+        if extra is not None and not self.failing:
+            wait = max(wait, 600.0)  # a model to log (asked for with log_model): give the upload its time
+        self.thread.join(wait)
         if self.thread.is_alive() or self.queue:
             with self.wake:
                 self.stopped = True
@@ -344,6 +351,19 @@ class EffnetSavedModel:
         return pd.DataFrame({k: list(v.numpy()) for k, v in out.items()})
 
 
+def _requirements() -> list[str]:
+    """What the pyfunc model needs to load and predict, pinned to the versions that wrote it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("tensorflow", "pandas"):
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
 def _python_model():
     """The pyfunc wrapper as a subclass of ``mlflow.pyfunc.PythonModel`` (made when mlflow is imported)."""
     import mlflow.pyfunc
@@ -360,9 +380,7 @@ class MLflowSink(BackgroundSink):
         _require("mlflow", "mlflow")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # our thread retries, without blocking anyone
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        import mlflow
-
-        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None  # None: MLflow's default
         group = os.environ.get(SWEEP_GROUP_ENV) or None
         self.experiment = experiment or group or "effnet"
         self.group = group
@@ -372,12 +390,16 @@ class MLflowSink(BackgroundSink):
         self.run_id = None
         self.seen: set[tuple[str, int]] = set()
         self.params_logged: dict[str, str] = {}
-        self.tool = f"MLflow at {self.tracking_uri}"
+        self.tool = f"MLflow at {self.tracking_uri}" if self.tracking_uri else "MLflow"
         super().__init__(model_dir, **kwargs)
 
     def _do_connect(self):
+        import mlflow
         from mlflow.tracking import MlflowClient
 
+        if self.tracking_uri is None:
+            self.tracking_uri = mlflow.get_tracking_uri()
+            self.tool = f"MLflow at {self.tracking_uri}"
         client = MlflowClient(tracking_uri=self.tracking_uri)
         state = self._state(MLFLOW_STATE)
         run = None
@@ -472,7 +494,8 @@ class MLflowSink(BackgroundSink):
         mlflow.set_tracking_uri(self.tracking_uri)
         with mlflow.start_run(run_id=self.run_id):
             mlflow.pyfunc.log_model(name="model", python_model=_python_model()(),
-                                    artifacts={"saved_model": str(export_dir / "saved_model")})
+                                    artifacts={"saved_model": str(export_dir / "saved_model")},
+                                    pip_requirements=_requirements())  # inferring them takes minutes
 
 
 @gin.configurable("mlflow")

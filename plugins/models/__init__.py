@@ -1,6 +1,7 @@
-"""Built-in models: EfficientNet V1 (B0-B8, L2) and EfficientNetV2 (B0-B3, S, M, L, XL).
+"""Built-in models: EfficientNet V1 (B0-B8, L2), EfficientNet-Lite (0-4) and EfficientNetV2 (B0-B3, S, M, L, XL).
 
 Registered model names: ``efficientnet_b0`` ... ``efficientnet_b8``, ``efficientnet_l2``,
+``efficientnet_lite0`` ... ``efficientnet_lite4`` (no SE, ReLU6, stem and head not scaled),
 ``efficientnet_v2_b0`` ... ``efficientnet_v2_b3``, ``efficientnet_v2_s``, ``efficientnet_v2_m``,
 ``efficientnet_v2_l``, ``efficientnet_v2_xl``. The engine calls ``factory(num_classes=N)``; every
 other knob is a binding of the one gin configurable ``efficientnet`` shared by all variants
@@ -18,11 +19,13 @@ other knob is a binding of the one gin configurable ``efficientnet`` shared by a
                                keras.layers.BatchNormalization
 ``efficientnet.fold_bn``       True (default): in inference each block folds its BatchNorms into the convolution
                                before them (conv + bias, which fuses with the activation); False: conv then BN
-``efficientnet.activation``    any Keras activation name ('swish' = SiLU)
+``efficientnet.activation``    any Keras activation name (default: the variant's, 'swish' = SiLU; 'relu6' for Lite)
+``efficientnet.padding``       'same' (default, TensorFlow's) or 'symmetric' (k // 2 on every side of strided
+                               convolutions, as PyTorch: timm's own efficientnet_b0 etc.)
 ``efficientnet.se_ratio``      squeeze-excitation ratio of the blocks that have SE (0 removes SE)
 ``efficientnet.normalization`` input normalisation inside the model: 'imagenet' (default, ImageNet
-                               mean/std), 'centered' ((x-128)/128, Keras' V2-S/M/L weights), 'unit'
-                               (x/255), 'none', or {'mean': [r, g, b], 'std': [r, g, b]} in [0, 255] units
+                               mean/std), 'centered' ((x-128)/128, Keras' V2-S/M/L weights), 'inception'
+                               ((x-127.5)/127.5, timm's Lite/AdvProp/V2-21k weights), 'unit' (x/255), 'none', or {'mean': [r, g, b], 'std': [r, g, b]} in [0, 255] units
 ``efficientnet.include_top``   False: no classifier; the output is the last feature map (after top_conv)
 ``efficientnet.features_only`` True: no head at all; the output is a dict of multi-scale endpoints
                                ``reduction_1`` (stride 2) ... ``reduction_5`` (stride 32), for detectors
@@ -39,8 +42,8 @@ variables have paths ending ``_bn/gamma|beta|moving_mean|moving_variance`` and b
 :func:`default_resolution`, or ``@efficientnet_image_size()`` in gin files.
 
 Weights: :func:`load_pretrained` loads .weights.h5/.keras files from our models or from
-keras.applications; ``effnet import-weights`` converts keras.applications weights
-(:mod:`.keras_import`). This module imports no TensorFlow; building a model does.
+keras.applications, and PyTorch .pth/.safetensors state dicts of timm and efficientnet_pytorch
+(:mod:`.torch_import`); ``effnet import-weights`` converts either (:mod:`.keras_import`). This module imports no TensorFlow; building a model does.
 """
 
 from __future__ import annotations
@@ -91,7 +94,8 @@ def _factory(variant: str):
 
     factory.__name__ = variant
     factory.__doc__ = f"EfficientNet variant {variant!r}; knobs are bindings of the gin configurable `efficientnet`."
-    factory.load_weights = load_pretrained  # what --from-weights uses for .weights.h5/.keras files
+    factory.load_weights = load_pretrained  # what --from-weights uses for .weights.h5/.keras/.pth/.safetensors files
+    factory.weight_settings = weight_settings  # the gin bindings a weights file needs, bound before building
     return factory
 
 
@@ -100,11 +104,14 @@ def effnet_models():
     return {name: _factory(name) for name in VARIANTS}
 
 
-def import_keras_weights(source, variant=None, num_classes=None, replace_head=False, output=None, check=False):
-    """Build our model matching a keras.applications model or weights file and copy its weights (see keras_import)."""
+def import_keras_weights(source, variant=None, num_classes=None, replace_head=False, output=None, check=False,
+                         source_name=None, normalization=None):
+    """Build our model matching a keras.applications model, a Keras weights file or a PyTorch state dict
+    (timm / efficientnet_pytorch) and copy its weights (see keras_import, torch_import)."""
     from effnet.plugins.models.keras_import import import_keras_weights as _import
 
-    return _import(source, variant, num_classes, replace_head, output=output, check=check)
+    return _import(source, variant, num_classes, replace_head, output=output, check=check,
+                   source_name=source_name, normalization=normalization)
 
 
 def load_pretrained(model, path, replace_head: bool = False):
@@ -112,6 +119,13 @@ def load_pretrained(model, path, replace_head: bool = False):
     from effnet.plugins.models.keras_import import load_pretrained as _load
 
     return _load(model, path, replace_head=replace_head)
+
+
+def weight_settings(path) -> dict:
+    """The gin bindings (normalisation, padding, BN epsilon) the weights file ``path`` needs (see keras_import)."""
+    from effnet.plugins.models.keras_import import weight_settings as _settings
+
+    return _settings(path)
 
 
 def load_model(path, compile: bool = False):

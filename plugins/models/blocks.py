@@ -21,10 +21,16 @@ from keras import layers, ops
 
 from effnet.plugins.models.layers import DepthwiseConv2D, FusedBatchNorm, activation as resolve_activation, check_rate
 
-__all__ = ["Block", "FusedMBConv", "MBConv", "CONV_INIT"]
+__all__ = ["Block", "FusedMBConv", "MBConv", "CONV_INIT", "symmetric_padding"]
 
 # The reference code's "fan_out" initialiser for convolutions: N(0, 2 / fan_out), not truncated.
 CONV_INIT = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
+
+
+def symmetric_padding(kernel: int, stride: int) -> int:
+    """Pixels PyTorch pads on every side of a ``kernel`` x ``kernel`` convolution (``k // 2``) where TF's
+    "same" pads differently: only strided ones (at stride 1 "same" is the same ``k // 2`` on each side)."""
+    return kernel // 2 if stride > 1 else 0
 
 
 def _float32(variable):
@@ -80,6 +86,7 @@ class Block(keras.layers.Layer):
         bn_epsilon: float = 1e-3,
         fused_bn: bool = True,
         fold_bn: bool = True,
+        padding: str = "same",
         drop_path_rate: float = 0.0,
         block_fraction: float = 0.0,
         seed: int | None = None,
@@ -93,6 +100,9 @@ class Block(keras.layers.Layer):
         self.bn_momentum, self.bn_epsilon = float(bn_momentum), float(bn_epsilon)
         self.fused_bn = bool(fused_bn)
         self.fold_bn = bool(fold_bn)
+        self.padding = str(padding)
+        # 'symmetric': the strided convolution pads k // 2 on every side (PyTorch), see _pad.
+        self.pad = symmetric_padding(self.kernel, self.stride) if self.padding == "symmetric" else 0
         self.built_drop_path_rate = self.drop_path_rate = check_rate("drop_path_rate", drop_path_rate)
         self.block_fraction = float(block_fraction)
         self.seed = seed
@@ -109,7 +119,7 @@ class Block(keras.layers.Layer):
     # -- sublayer factories (names as keras.applications' flat layers) -------------------------------
     def _conv(self, filters, kernel, stride, suffix, use_bias=False, activation=None):
         return layers.Conv2D(
-            filters, kernel, stride, padding="same", use_bias=use_bias, activation=activation,
+            filters, kernel, stride, padding="valid" if stride > 1 and self.pad else "same", use_bias=use_bias, activation=activation,
             kernel_initializer=CONV_INIT, dtype=self.dtype_policy, name=f"{self.name}_{suffix}",
         )
 
@@ -131,6 +141,13 @@ class Block(keras.layers.Layer):
         return [layer for layer, _ in self._chain() if layer is not None]
 
     # -- shared pieces of call ----------------------------------------------------------------------
+    def _pad(self, conv, x):
+        """Explicit zero padding before the strided convolution of a 'symmetric' block (its padding is 'valid')."""
+        if conv.padding != "valid":
+            return x
+        p = self.pad
+        return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+
     def _conv_bn(self, conv, bn, x, training):
         """``bn(conv(x))``; in inference (``fold_bn``) one convolution with BN folded into kernel and bias.
 
@@ -141,6 +158,7 @@ class Block(keras.layers.Layer):
         convolution plus bias is what grappler fuses with the activation into one oneDNN/cuDNN
         kernel, in bfloat16 too, where it does not fuse Conv2D with FusedBatchNorm.
         """
+        x = self._pad(conv, x)
         if training or not self.fold_bn or conv.use_bias:
             return bn(conv(x), training=training)
         scale = tf.cast(bn.gamma, tf.float32) * tf.math.rsqrt(tf.cast(bn.moving_variance, tf.float32) + bn.epsilon)
@@ -150,10 +168,10 @@ class Block(keras.layers.Layer):
         stride = (1, *conv.strides, 1)
         if isinstance(conv, layers.DepthwiseConv2D):  # ours too (a subclass)
             kernel = _float32(conv.kernel) * tf.reshape(scale, (1, 1, -1, 1))
-            y = tf.nn.depthwise_conv2d(x, tf.cast(kernel, dtype), strides=stride, padding="SAME")
+            y = tf.nn.depthwise_conv2d(x, tf.cast(kernel, dtype), strides=stride, padding=conv.padding.upper())
         else:
             kernel = _float32(conv.kernel) * scale
-            y = tf.nn.conv2d(x, tf.cast(kernel, dtype), strides=stride, padding="SAME")
+            y = tf.nn.conv2d(x, tf.cast(kernel, dtype), strides=stride, padding=conv.padding.upper())
         return tf.nn.bias_add(y, tf.cast(bias, dtype))
 
     def _squeeze_excite(self, x):
@@ -192,7 +210,7 @@ class Block(keras.layers.Layer):
             "in_channels": self.in_channels, "out_channels": self.out_channels, "kernel": self.kernel,
             "stride": self.stride, "expand": self.expand, "se_ratio": self.se_ratio,
             "activation": self.activation, "bn_momentum": self.bn_momentum, "bn_epsilon": self.bn_epsilon,
-            "fused_bn": self.fused_bn, "fold_bn": self.fold_bn,
+            "fused_bn": self.fused_bn, "fold_bn": self.fold_bn, "padding": self.padding,
             "drop_path_rate": self.built_drop_path_rate, "block_fraction": self.block_fraction, "seed": self.seed,
         }
 
@@ -209,7 +227,7 @@ class MBConv(Block):
         else:
             self.expand_conv = self.expand_bn = None
         self.dwconv = DepthwiseConv2D(
-            self.kernel, self.stride, padding="same", use_bias=False, depthwise_initializer=CONV_INIT,
+            self.kernel, self.stride, padding="valid" if self.pad else "same", use_bias=False, depthwise_initializer=CONV_INIT,
             dtype=self.dtype_policy, name=f"{self.name}_dwconv",
         )
         self.bn = self._bn("bn")

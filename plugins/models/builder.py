@@ -7,9 +7,11 @@ The model is a plain Keras functional model: ``images`` -> :class:`~.layers.Norm
 keras.applications gives the same weights (block sublayers included), so importing Keras weights
 is a copy by name (except V2's ``dwconv2`` -> ``dwconv``) and a mismatch names a layer.
 
-Padding is TensorFlow's ``"same"`` everywhere, as in the papers' reference code. (keras.applications
+Padding is TensorFlow's ``"same"`` everywhere by default, as in the papers' reference code. (keras.applications
 V1 pads explicitly; for a static input size that is the same padding, for a dynamic one only on
-even sizes.)
+even sizes.) ``efficientnet.padding = 'symmetric'`` pads strided convolutions by ``k // 2`` on every
+side instead, as PyTorch models do (timm's native ``efficientnet_b0``): on even sizes TF's "same"
+pads one pixel less before than after, which shifts every strided window by one pixel.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from keras import layers
 
 from effnet.errors import UserError
 from effnet.validate import MAX_IMAGE_SIZE, check_number
-from effnet.plugins.models.blocks import CONV_INIT, Block, FusedMBConv, MBConv
+from effnet.plugins.models.blocks import CONV_INIT, Block, FusedMBConv, MBConv, symmetric_padding
 from effnet.plugins.models.layers import FusedBatchNorm, HeadDropout, Normalize, activation as resolve_activation
 from effnet.plugins.models.specs import ModelKnobs, VariantSpec, resolve_normalization
 
@@ -31,6 +33,7 @@ __all__ = ["HEAD_LAYERS", "MIN_INPUT_SIZE", "apply_freeze", "build", "layer_stag
 MIN_INPUT_SIZE = 32
 HEAD_LAYERS = ("avg_pool", "top_dropout", "predictions")
 BLOCKS = {"mb": MBConv, "fused": FusedMBConv}
+PADDINGS = ("same", "symmetric")
 
 # The reference code's classifier initialiser: U(-1/sqrt(fan_out), 1/sqrt(fan_out)).
 DENSE_INIT = {"class_name": "VarianceScaling", "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"}}
@@ -47,7 +50,10 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
     dropout_rate, drop_path_rate, bn_momentum, bn_epsilon = knobs.dropout_rate, knobs.drop_path_rate, knobs.bn_momentum, knobs.bn_epsilon
     activation, se_ratio, normalization, include_top = knobs.activation, knobs.se_ratio, knobs.normalization, knobs.include_top
     features_only, freeze, input_size = knobs.features_only, knobs.freeze, knobs.input_size
-    fused_bn, fold_bn = knobs.fused_bn, knobs.fold_bn
+    fused_bn, fold_bn, padding = knobs.fused_bn, knobs.fold_bn, knobs.padding
+    activation = spec.activation if activation is None else activation
+    if padding not in PADDINGS:
+        raise UserError(f"efficientnet.padding={padding!r} must be one of {', '.join(map(repr, PADDINGS))}")
     mean, std = resolve_normalization(normalization)
     dropout_rate = spec.dropout if dropout_rate is None else dropout_rate
     drop_path_rate = spec.drop_path if drop_path_rate is None else drop_path_rate
@@ -72,15 +78,18 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
     batch_norm = FusedBatchNorm if fused_bn else layers.BatchNormalization
 
     def conv_bn_act(x, filters, kernel, stride, prefix):
-        x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=f"{prefix}conv")(x)
+        pad = symmetric_padding(kernel, stride) if padding == "symmetric" else 0
+        if pad:
+            x = layers.ZeroPadding2D(pad, name=f"{prefix}pad")(x)
+        x = layers.Conv2D(filters, kernel, stride, padding="valid" if pad else "same", use_bias=False, kernel_initializer=CONV_INIT, name=f"{prefix}conv")(x)
         x = batch_norm(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}bn")(x)
         return layers.Activation(act, name=f"{prefix}activation")(x)
 
     inputs = keras.Input((input_size, input_size, 3), name="images")
     x = Normalize(mean, std, name="normalize")(inputs)
-    x = conv_bn_act(x, spec.round_filters(spec.stem_filters), 3, 2, "stem_")
+    x = conv_bn_act(x, spec.stem_channels(), 3, 2, "stem_")
 
-    n_blocks = sum(spec.round_repeats(stage.repeats) for stage in spec.stages)
+    n_blocks = sum(spec.round_repeats(stage.repeats, stage=i) for i, stage in enumerate(spec.stages))
     endpoints, reduction, index = {}, 1, 0
     for i, stage in enumerate(spec.stages, 1):
         if stage.stride == 2:
@@ -88,11 +97,11 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
             reduction += 1
         out_channels = spec.round_filters(stage.out_channels)
         ratio = stage.se_ratio if se_ratio is None or not stage.se_ratio else se_ratio
-        for j in range(spec.round_repeats(stage.repeats)):
+        for j in range(spec.round_repeats(stage.repeats, stage=i - 1)):
             x = BLOCKS[stage.block](
                 x.shape[-1], out_channels, kernel=stage.kernel, stride=stage.stride if j == 0 else 1,
                 expand=stage.expand, se_ratio=ratio, activation=activation, bn_momentum=bn_momentum,
-                bn_epsilon=bn_epsilon, fused_bn=fused_bn, fold_bn=fold_bn, drop_path_rate=drop_path_rate, block_fraction=index / n_blocks,
+                bn_epsilon=bn_epsilon, fused_bn=fused_bn, fold_bn=fold_bn, padding=padding, drop_path_rate=drop_path_rate, block_fraction=index / n_blocks,
                 name=f"block{i}{_block_letter(j)}",
             )(x)
             index += 1
@@ -101,7 +110,7 @@ def build(spec: VariantSpec, num_classes: int = 1000, knobs: ModelKnobs | None =
     if features_only:
         outputs = endpoints
     else:
-        x = conv_bn_act(x, spec.round_filters(spec.head_filters), 1, 1, "top_")
+        x = conv_bn_act(x, spec.head_channels(), 1, 1, "top_")
         if include_top:
             x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
             x = HeadDropout(dropout_rate, name="top_dropout")(x)

@@ -110,6 +110,12 @@ class Source:
     model: keras.Model | None = None  # the model itself, for in-memory and .keras sources
     v1_compensated: bool = False  # normalisation includes Keras' ImageNet V1 variance compensation
     notes: list[str] = field(default_factory=list)
+    # gin bindings besides the normalisation that the weights need ("efficientnet.padding", "efficientnet.bn_epsilon")
+    settings: dict = field(default_factory=dict)
+    names: dict = field(default_factory=dict)  # our layer -> the source's name for it, where they differ
+
+    def where(self, layer: str) -> str:
+        return f" (source {self.names[layer]!r})" if layer in self.names else ""
 
     @property
     def num_classes(self) -> int | None:
@@ -234,20 +240,39 @@ def _file_normalization(source: Source, keras_stats: list[np.ndarray] | None, me
     return None
 
 
-def read_source(source, spec: VariantSpec | None = None) -> Source:
-    """Read weights from a Keras model or a .keras / .weights.h5 / legacy .h5 file."""
+def _torch_source(path: Path, source_name=None, normalization=None) -> Source:
+    from effnet.plugins.models.torch_import import torch_source
+
+    weights, sources, model, notes = torch_source(path, source_name, normalization)
+    src = Source(str(path), weights, NORMALIZATIONS[model.normalization], model.variant, notes=list(notes))
+    src.names = sources
+    src.settings = {"efficientnet.padding": model.padding, "efficientnet.bn_epsilon": model.bn_epsilon}
+    src.notes.insert(0, f"source {model.name}")
+    return src
+
+
+def read_source(source, spec: VariantSpec | None = None, source_name=None, normalization=None) -> Source:
+    """Read weights from a Keras model, a .keras / .weights.h5 / legacy .h5 file, or a PyTorch
+    .pth / .pt / .bin / .safetensors state dict (timm or efficientnet_pytorch, :mod:`.torch_import`)."""
     if isinstance(source, keras.Model):
         return _from_model(source, f"model {source.name!r}")
     path = check_input(source, "weights file")  # a FIFO, device or link loop is named, never opened
+    from effnet.plugins.models.torch_import import is_torch_file
+
+    if is_torch_file(path):
+        return _torch_source(path, source_name, normalization)
+    if source_name:
+        raise UserError(f"--from {source_name!r} is for PyTorch files (.pth, .pt, .bin, .safetensors), not {path.name}")
     if path.suffix == ".keras":
         return _from_model(load_keras_file(path), str(path))
     if path.suffix != ".h5":
-        raise UserError(f"{path}: unknown weights format {path.suffix!r}; pass a .keras, .weights.h5 or legacy .h5 file")
+        raise UserError(f"{path}: unknown weights format {path.suffix!r}; pass a .keras, .weights.h5, legacy .h5, .pth or .safetensors file")
     raw, metadata = _read_h5(path)
     keras_stats = next((arrays for name, arrays in raw.items() if _is_input_normalization(name, arrays)), None)
     weights = {_our_name(name): arrays for name, arrays in raw.items() if not _is_input_normalization(name, arrays)}
     keras_layout = keras_stats is not None or any(name.endswith("_dwconv2") for name in raw)
     src = Source(str(path), weights, None, metadata.get("variant"), keras_layout)
+    src.settings = dict(metadata.get("settings") or {})
     if spec is None and src.variant in VARIANTS:
         spec = VARIANTS[src.variant]
     if spec is not None:
@@ -269,6 +294,7 @@ class ImportReport:
     normalization: object  # preset name or {"mean": ..., "std": ...}; None if unknown
     notes: list[str] = field(default_factory=list)
     max_abs_logit_diff: float | None = None
+    settings: dict = field(default_factory=dict)  # the gin bindings the weights need
 
     def __str__(self) -> str:
         text = (
@@ -297,7 +323,7 @@ def transfer(model: keras.Model, source: Source, replace_head: bool = False) -> 
             raise UserError(f"{source.origin}: layer {layer.name!r} of {model.name} is missing from the source; {fix}")
         if len(found) != len(layer.weights):
             raise UserError(
-                f"{source.origin}: layer {layer.name!r} has {len(found)} weight arrays, {model.name} expects "
+                f"{source.origin}: layer {layer.name!r}{source.where(layer.name)} has {len(found)} weight arrays, {model.name} expects "
                 f"{len(layer.weights)} ({', '.join(w.name for w in layer.weights)}); {hint}"
             )
         for weight, array in zip(layer.weights, found):
@@ -307,7 +333,7 @@ def transfer(model: keras.Model, source: Source, replace_head: bool = False) -> 
                     break
                 fix = "pass --replace-head (replace_head=True) to train a new classifier" if is_head else hint
                 raise UserError(
-                    f"{source.origin}: layer {layer.name!r} {weight.name}: expected shape {tuple(weight.shape)} "
+                    f"{source.origin}: layer {layer.name!r}{source.where(layer.name)} {weight.name}: expected shape {tuple(weight.shape)} "
                     f"for {model.name}, found {tuple(array.shape)}; {fix}"
                 )
         else:
@@ -320,7 +346,7 @@ def transfer(model: keras.Model, source: Source, replace_head: bool = False) -> 
     ]
     if extra:
         raise UserError(
-            f"{source.origin}: layer {extra[0]!r} ({len(extra)} source layer(s) in all) has no counterpart in "
+            f"{source.origin}: layer {extra[0]!r}{source.where(extra[0])} ({len(extra)} source layer(s) in all) has no counterpart in "
             f"{model.name}; the source is a larger variant or another architecture; {hint}"
         )
     for layer, arrays in plan:
@@ -360,7 +386,61 @@ def load_pretrained(model: keras.Model, path, replace_head: bool = False) -> Imp
             f"{source.origin}: the weights expect input normalization {wanted!r} but the model uses "
             f"{normalization_name(*mine)!r}; set efficientnet.normalization = {wanted!r}"
         )
+    mine = model_settings(model)
+    for key, wanted in source.settings.items():
+        if key in mine and not _same(mine[key], wanted):
+            raise UserError(
+                f"{source.origin}: the weights need {key} = {wanted!r} (the model they come from) but the model uses "
+                f"{mine[key]!r}; set it with --gin-param \"{key} = {wanted!r}\""
+            )
     return transfer(model, source, replace_head=replace_head)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-6)
+    return a == b
+
+
+def model_settings(model: keras.Model) -> dict:
+    """The padding and BatchNorm epsilon ``model`` was built with (as gin bindings)."""
+    out = {"efficientnet.padding": "symmetric" if any(layer.name == "stem_pad" for layer in model.layers) else "same"}
+    try:
+        out["efficientnet.bn_epsilon"] = float(model.get_layer("stem_bn").epsilon)
+    except ValueError:
+        pass
+    return out
+
+
+def weight_settings(path) -> dict:
+    """The gin bindings a weights file needs from the model (normalisation, padding, BN epsilon), as far as it says.
+
+    For ``--from-weights``: the engine binds them before it builds the model, so training, eval,
+    predict and export all feed the weights what they expect (and the run's operative config says so).
+    """
+    path = Path(path)
+    if str(path) == IMAGENET or not path.is_file():
+        return {}
+    from effnet.plugins.models.torch_import import is_torch_file
+
+    if is_torch_file(path):
+        source = _torch_source(path)
+    elif path.name.endswith(".weights.h5"):
+        try:
+            with h5py.File(path, "r") as f:
+                metadata = json.loads(f.attrs[METADATA_ATTR]) if METADATA_ATTR in f.attrs else {}
+        except (OSError, ValueError):
+            return {}
+        source = Source(str(path), {}, None, notes=[])
+        norm = metadata.get("normalization")
+        source.normalization = (tuple(norm["mean"]), tuple(norm["std"])) if norm else None
+        source.settings = dict(metadata.get("settings") or {})
+    else:
+        return {}
+    out = dict(source.settings)
+    if source.normalization:
+        out["efficientnet.normalization"] = normalization_name(*source.normalization)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,6 +570,8 @@ def import_keras_weights(
     replace_head: bool = False,
     output=None,
     check: bool = False,
+    source_name: str | None = None,
+    normalization: str | None = None,
 ) -> tuple[keras.Model, ImportReport]:
     """Build our model for ``variant`` matching ``source`` (a keras.applications model or file) and copy its weights.
 
@@ -500,16 +582,18 @@ def import_keras_weights(
     """
     output = _check_output(output, source)
     spec = get_variant(variant) if variant else None
-    src = read_source(source, spec)
+    src = read_source(source, spec, source_name=source_name, normalization=normalization)
     if spec is None:
         if src.variant is None:
             raise UserError(f"{src.origin}: cannot tell which variant the weights are for; pass --variant (one of {', '.join(VARIANTS)})")
         spec = get_variant(src.variant)
     classes = num_classes if num_classes is not None else src.num_classes
     norm = normalization_name(*src.normalization) if src.normalization else "imagenet"
-    model = build(spec, classes or 1000, default_knobs(normalization=norm, include_top=classes is not None))
+    extra = {key.split(".", 1)[1]: value for key, value in src.settings.items()}
+    model = build(spec, classes or 1000, default_knobs(normalization=norm, include_top=classes is not None, **extra))
     report = transfer(model, src, replace_head=replace_head)
     report.normalization = norm
+    report.settings = {"efficientnet.normalization": norm, **src.settings}
     if check:
         reference = keras_reference_model(spec, src, source)
         if reference is None:
@@ -517,5 +601,5 @@ def import_keras_weights(
         elif report.head == "loaded" or classes is None:
             report.max_abs_logit_diff = max_logit_difference(reference, model, size=reference.input_shape[1] or 64)
     if output is not None:
-        save_weights(model, output, {"source": str(src.origin)})
+        save_weights(model, output, {"source": str(src.origin), "settings": src.settings})
     return model, report

@@ -67,7 +67,8 @@ class ModelKnobs:
     bn_epsilon: float = 1e-3
     fused_bn: bool = True  # BatchNorm through TF's fused kernel (layers.FusedBatchNorm); False: Keras' own
     fold_bn: bool = True
-    activation: str = "swish"
+    activation: str | None = None  # None: the variant's ('swish'; 'relu6' for Lite)
+    padding: str = "same"  # 'same' (TensorFlow's, the papers' code) or 'symmetric' (PyTorch's k//2 on both sides)
     se_ratio: float | None = None
     normalization: object = "imagenet"
     include_top: bool = True
@@ -143,6 +144,8 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "centered": ((128.0,) * 3, (128.0,) * 3),
     # x / 255, range [0, 1]: keras.applications EfficientNet B0-B7 built without ImageNet weights.
     "unit": ((0.0,) * 3, (255.0,) * 3),
+    # (x - 127.5) / 127.5, range [-1, 1]: "inception" style, timm's Lite, AdvProp and V2 in21k weights.
+    "inception": ((127.5,) * 3, (127.5,) * 3),
     # identity: the caller normalises.
     "none": ((0.0,) * 3, (1.0,) * 3),
 }
@@ -205,6 +208,10 @@ class VariantSpec:
     divisor: int = 8
     min_filters: int | None = None
     round_guard: bool = False  # V1: never round channels down by more than 10 %
+    # Lite: the stem and head keep their channels whatever the width, and the first and last stage
+    # their repeats whatever the depth (timm's fix_stem / fix_first_last).
+    fixed_stem_head: bool = False
+    activation: str = "swish"
     # keras.applications constructor with the same architecture (None if Keras has none).
     keras_application: str | None = None
     # Trainable parameters with a 1000-class head as published (millions), for variants
@@ -220,8 +227,17 @@ class VariantSpec:
             rounded += divisor
         return int(rounded)
 
-    def round_repeats(self, repeats: int, depth: float | None = None) -> int:
+    def round_repeats(self, repeats: int, depth: float | None = None, stage: int | None = None) -> int:
+        """Scaled repeats of a stage (``stage``: its 0-based index, for the Lite rule on the first and last)."""
+        if self.fixed_stem_head and stage in (0, len(self.stages) - 1):
+            return int(repeats)
         return int(math.ceil((self.depth if depth is None else depth) * repeats))
+
+    def stem_channels(self) -> int:
+        return self.stem_filters if self.fixed_stem_head else self.round_filters(self.stem_filters)
+
+    def head_channels(self) -> int:
+        return self.head_filters if self.fixed_stem_head else self.round_filters(self.head_filters)
 
     def scaled(self, width: float | None = None, depth: float | None = None) -> VariantSpec:
         """The same variant with other width/depth coefficients (None keeps the variant's)."""
@@ -241,6 +257,8 @@ V1_BASE = _stages(
     "mb_r4_k5_s2_e6_i112_o192_se0.25",
     "mb_r1_k3_s1_e6_i192_o320_se0.25",
 )
+
+LITE_BASE = tuple(replace(stage, se_ratio=0.0) for stage in V1_BASE)
 
 V2_BASE = _stages(  # EfficientNetV2 B0-B3
     "fused_r1_k3_s1_e1_i32_o16",
@@ -299,6 +317,15 @@ def _v1(suffix, width, depth, size, dropout, keras=True, published=None):
     )
 
 
+def _lite(index, width, depth, size, dropout, published):
+    # No SE, ReLU6, fixed stem/head/first/last stage (timm's _gen_efficientnet_lite, automl's lite builder).
+    return VariantSpec(
+        name=f"efficientnet_lite{index}", family="v1", stages=LITE_BASE, width=width, depth=depth,
+        train_size=size, eval_size=size, dropout=dropout, stem_filters=32, round_guard=True,
+        fixed_stem_head=True, activation="relu6", published_params=published,
+    )
+
+
 def _v2(suffix, stages, width, depth, train, evaluate, dropout, keras=True, published=None):
     return VariantSpec(
         name=f"efficientnet_v2_{suffix}", family="v2", stages=stages, width=width, depth=depth,
@@ -324,6 +351,13 @@ VARIANTS: dict[str, VariantSpec] = {
         _v1("b7", 2.0, 3.1, 600, 0.5),
         _v1("b8", 2.2, 3.6, 672, 0.5, keras=False, published=(87.4, "AdvProp EfficientNet-B8 checkpoint")),
         _v1("l2", 4.3, 5.3, 800, 0.5, keras=False, published=(480.3, "Noisy Student EfficientNet-L2 checkpoint")),
+        # Lite: (width, depth, resolution, dropout) of automl's efficientnet_lite_builder; parameter
+        # counts (trainable + BN statistics, 1000 classes) of timm's tf_efficientnet_lite0..4.
+        _lite(0, 1.0, 1.0, 224, 0.2, (4.65, "timm tf_efficientnet_lite0")),
+        _lite(1, 1.0, 1.1, 240, 0.2, (5.42, "timm tf_efficientnet_lite1")),
+        _lite(2, 1.1, 1.2, 260, 0.3, (6.09, "timm tf_efficientnet_lite2")),
+        _lite(3, 1.2, 1.4, 280, 0.3, (8.2, "timm tf_efficientnet_lite3")),
+        _lite(4, 1.4, 1.8, 300, 0.3, (13.01, "timm tf_efficientnet_lite4")),
         _v2("b0", V2_BASE, 1.0, 1.0, 192, 224, 0.2),
         _v2("b1", V2_BASE, 1.0, 1.1, 192, 240, 0.2),
         _v2("b2", V2_BASE, 1.1, 1.2, 208, 260, 0.3),

@@ -185,3 +185,17 @@ def test_class_weights_weight_each_examples_loss(tiny_model):
     step_p = TrainStep(plain, optimizer_for(plain, "sgd"), global_batch=12)
     step_p.apply(batch)
     assert step_w.read_metrics()["loss"] == pytest.approx(step_p.read_metrics()["loss"], rel=1e-6)
+
+
+def test_class_weights_with_mixed_labels_and_label_smoothing(tiny_model):
+    """A mixup/cutmix label half class 0, half class 2 under weights (1, 0, 3) weighs 0.5*1 + 0.5*3 = 2:
+    the same update as the unweighted loss over half the global batch, label smoothing included."""
+    batch = make_batch(12, seed=5)
+    batch["label"] = tf.constant(np.tile([[0.5, 0.0, 0.5]], (12, 1)), tf.float32)
+    weighted, plain = tiny_model(seed=3), tiny_model(seed=3)
+    TrainStep(weighted, optimizer_for(weighted, "sgd"), global_batch=12, label_smoothing=0.1,
+              class_weights=[1.0, 0.0, 3.0]).apply(batch)
+    TrainStep(plain, optimizer_for(plain, "sgd"), global_batch=6, label_smoothing=0.1).apply(batch)
+    for a, b, v in zip(weights(weighted), weights(plain), weighted.weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=v.path)
+    assert not np.allclose(weights(weighted)[0], weights(tiny_model(seed=3))[0])

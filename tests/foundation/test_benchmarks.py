@@ -70,3 +70,21 @@ def test_a_worker_job_runs_in_its_own_process_and_prints_one_json_line():
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])["result"]
     assert set(result) == {"fp32", "bf16"} and all(r["flop_per_s"] > 0 for r in result.values())
+
+
+def test_deployment_targets_take_the_fastest_runtime_of_ours():
+    from benchmarks.run import targets_of
+
+    rows = [
+        _row("effnet", "bf16", 30.0, 80.0, 33.0),
+        _row("effnet-onnxruntime", "fp32", None, 98.0, 14.8), _row("effnet-openvino", "fp32", None, 88.0, 15.9),
+        _row("effnet-openvino", "bf16", None, 120.0, 16.5),
+        _row("timm", "fp32", 25.0, 90.0, 15.0), _row("timm", "bf16", 40.0, 70.0, 22.0),
+    ]
+    args = Namespace(models=["m"], pipeline_sizes=[], precisions=["fp32", "bf16"], gpu=False)
+    got = {t["name"]: t for t in targets_of(rows, {}, None, args)}
+    assert got["m: infer fastest effnet deployment / best timm"]["value"] == pytest.approx(120 / 90)
+    assert got["m: batch-1 p50 fastest effnet deployment / best timm"]["value"] == pytest.approx(14.8 / 15.0)
+    assert got["m: batch-1 p50 fastest effnet deployment / best timm"]["met"] is True
+    assert got["m: infer fastest effnet runtime / effnet in TF"]["value"] == pytest.approx(120 / 80)
+    assert got["m: infer best effnet / best timm"]["value"] == pytest.approx(80 / 90)  # TensorFlow's row alone, as before

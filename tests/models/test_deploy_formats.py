@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from modeltest_utils import randomize
 
+from tests.extras import requires_module
+
 from effnet.plugins.models import efficientnet
 
-pytest.importorskip("onnxruntime", reason="needs effnet[onnx]")  # make test installs every extra
-pytest.importorskip("openvino", reason="needs effnet[openvino]")
+pytestmark = [requires_module("onnxruntime", "onnx"), requires_module("tf2onnx", "onnx"),
+              requires_module("openvino", "openvino")]
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from effnet.plugins.models.specs import (
 EXPECTED_NAMES = (
     [f"efficientnet_b{i}" for i in range(9)]
     + ["efficientnet_l2"]
+    + [f"efficientnet_lite{i}" for i in range(5)]
     + [f"efficientnet_v2_b{i}" for i in range(4)]
     + ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l", "efficientnet_v2_xl"]
 )
@@ -130,7 +131,7 @@ def test_normalization_presets_and_custom_values():
         resolve_normalization("imagenett")
     assert str(err.value) == (
         "efficientnet.normalization='imagenett' is unknown (did you mean 'imagenet'?); "
-        "use one of imagenet, centered, unit, none or {'mean': [r, g, b], 'std': [r, g, b]}"
+        "use one of imagenet, centered, unit, inception, none or {'mean': [r, g, b], 'std': [r, g, b]}"
     )
     with pytest.raises(UserError, match=r"^efficientnet.normalization=\{'mean': \[1, 2\], 'std': \[1, 1\]\} must be a preset"):
         resolve_normalization({"mean": [1, 2], "std": [1, 1]})

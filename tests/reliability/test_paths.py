@@ -334,3 +334,16 @@ def test_export_onto_a_full_disk_says_how_much_it_needs(trained_run, tmp_path, c
                            f"at least "), last
     assert "free)" in last and "internal error" not in result.stderr
     assert result.stdout.strip() == "", "no empty export folder left on the full disk"
+
+
+def test_checkpoint_and_from_weights_that_are_special(capsys, trained_run, images, tmp_path):
+    from effnet.errors import UserError
+    from effnet.weights import load_weights
+
+    pipe = fifo(tmp_path, "ckpt-pipe")
+    with no_hang():
+        line = error_line(run_inprocess(capsys, "predict", "--model-dir", str(trained_run), "--checkpoint", str(pipe),
+                                        str(images)))
+    assert f"--checkpoint '{pipe}' is a FIFO (named pipe), not a file or a folder" in line
+    with no_hang(), pytest.raises(UserError, match=r"--from-weights '.*loop' is a symlink loop, not a file or a folder"):
+        load_weights(None, loop(tmp_path, "loop"))

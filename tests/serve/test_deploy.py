@@ -7,11 +7,13 @@ import sys
 import numpy as np
 import pytest
 
+from tests.extras import requires_module
+
 from tests.serve.conftest import cli
 from tests.serve.test_export import reference
 
-pytest.importorskip("onnxruntime", reason="needs effnet[onnx]")  # make test installs every extra
-pytest.importorskip("openvino", reason="needs effnet[openvino]")
+pytestmark = [requires_module("onnxruntime", "onnx"), requires_module("tf2onnx", "onnx"),
+              requires_module("openvino", "openvino")]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,53 @@ def test_eval_artifact_reports_the_artifact_next_to_the_model(capsys, trained_ru
     result = cli(capsys, "eval", "--model-dir", str(trained_run), "--artifact", str(trained_run / "labels.txt"))
     assert result.code == 2 and result.err.startswith("error: ") and "pass --runtime" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_predict_and_benchmark_serve_from_the_artifacts(capsys, trained_run, deployed, tmp_path, samples):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, data in enumerate(samples):
+        (photos / f"{i}.jpg").write_bytes(data)
+    base = cli(capsys, "predict", "--model-dir", str(trained_run), str(photos), "--format", "json")
+    assert base.code == 0, base.err
+    expected = json.loads(base.out)["predictions"]
+    for artifact, runtime in (("model.onnx", None), ("openvino", "openvino")):
+        args = ["--runtime", runtime] if runtime else []
+        result = cli(capsys, "predict", "--model-dir", str(trained_run), "--artifact", str(deployed / artifact), *args,
+                     str(photos), "--format", "json")
+        assert result.code == 0, result.err
+        got = json.loads(result.out)["predictions"]
+        assert [p["path"] for p in got] == [p["path"] for p in expected]
+        for a, b in zip(got, expected):
+            assert [c["class"] for c in a["top_k"]][:1] == [c["class"] for c in b["top_k"]][:1]
+            np.testing.assert_allclose([c["probability"] for c in a["top_k"]], [c["probability"] for c in b["top_k"]],
+                                       atol=1e-5)
+    result = cli(capsys, "predict", "--model-dir", str(trained_run), "--runtime", "onnxruntime", str(photos))
+    assert (result.code, result.err.strip()) == (2, "error: --runtime needs --artifact: the exported file or folder to "
+                                                    "serve (see effnet export)")
+
+    # benchmark: the model converted on the fly to each runtime, and an exported artifact as it is
+    tiny = ("--model", "efficientnet_v2_b0", "--gin-param", "efficientnet.width=0.25", "--gin-param",
+            "efficientnet.depth=0.1", "--image-size", "32", "--num-classes", "6", "--batch-size", "2", "--steps", "2",
+            "--warmup", "1")
+    for runtime in ("onnxruntime", "openvino", "tflite"):
+        report_file = tmp_path / f"{runtime}.json"
+        result = cli(capsys, "benchmark", "infer", *tiny, "--runtime", runtime, "--json", str(report_file))
+        assert result.code == 0, result.err
+        report = json.loads(report_file.read_text())
+        assert report["runtime"] == runtime and report["batch_size"] == 2 and report["image_size"] == 32
+        assert report["img_per_s"] > 0 and report["latency_ms"]["p50"] > 0 and report["params"] > 0
+        assert result.out.splitlines()[0].split()[:3] == ["mode", "model", "runtime"]
+        assert result.out.splitlines()[1].split()[:3] == ["infer", "efficientnet_v2_b0", runtime]
+    report_file = tmp_path / "artifact.json"
+    result = cli(capsys, "benchmark", "infer", "--artifact", str(deployed / "model_int8.tflite"), "--batch-size", "3",
+                 "--steps", "2", "--warmup", "1", "--json", str(report_file))
+    assert result.code == 0, result.err
+    report = json.loads(report_file.read_text())
+    assert (report["runtime"], report["model"], report["image_size"], report["precision"]) == (
+        "tflite", "model_int8.tflite", 32, "as exported")
+    result = cli(capsys, "benchmark", "train", *tiny, "--runtime", "onnxruntime")
+    assert (result.code, result.err.strip()) == (2, "error: --runtime and --artifact time inference: use `effnet benchmark infer`")
 
 
 def test_int8_io(capsys, trained_run, tmp_path, samples):

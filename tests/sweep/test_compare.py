@@ -172,3 +172,21 @@ def test_the_log_file_named_in_the_operative_config_is_read_but_only_inside_the_
     assert len(compare.read_run(renamed).curve) == 2
     outside = make_run(tmp_path / "outside", {"dllogger.filename": "'../renamed/metrics.json'"}, {"val_top1": 0.5}, [(0.5, 0.5)])
     assert len(compare.read_run(outside).curve) == 1, "reads its own log.json, not another folder's file"
+
+
+def test_per_class_figures_become_columns_when_runs_have_them(tmp_path):
+    """An ablation of train.class_weights is one table: balanced accuracy and macro F1 next to top-1."""
+    plain = make_run(tmp_path / "plain", {"train.class_weights": "None"}, {"val_top1": 0.64, "val_balanced_accuracy": 0.644, "val_macro_f1": 0.533},
+                     [(0.64, None)])
+    weighted = make_run(tmp_path / "weighted", {"train.class_weights": "'balanced'"},
+                        {"val_top1": 0.70, "val_balanced_accuracy": 0.70, "val_macro_f1": 0.703}, [(0.70, None)])
+    result = compare.compare(compare.collect([plain, weighted]))
+    assert result.columns == ["train.class_weights"]
+    table = compare.render(result, "table").splitlines()
+    header = table[0].split()
+    assert header[-3:] == ["bal_acc", "%", "macro_f1"] and "ema_bal_acc" not in header  # no EMA figures: no columns
+    assert table[1].split()[-2:] == ["64.40", "0.5330"] and table[2].split()[-2:] == ["70.00", "0.7030"]
+    rows = list(csv.DictReader(io.StringIO(compare.render(result, "csv"))))
+    assert float(rows[1]["val_balanced_accuracy"]) == 0.70 and float(rows[0]["val_macro_f1"]) == 0.533
+    older = make_run(tmp_path / "older", {}, {"val_top1": 0.5}, [(0.5, None)])  # written before these figures
+    assert "bal_acc" not in compare.render(compare.compare(compare.collect([older])), "table")

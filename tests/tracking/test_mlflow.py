@@ -56,6 +56,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.timeout(1800)  # two TF processes and an export: ~13 min on a busy 2-core machine
 def test_sqlite_store_kill_and_resume_is_one_run_with_every_step_once(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     gin = runs.write_gin(tmp_path, FAST + f"mlflow.tracking_uri = '{uri}'\nmlflow.artifact_location = '{tmp_path}/artifacts'\nmlflow.log_model = True\n")

@@ -38,6 +38,7 @@ def _sweep(gin: Path, root: Path, trials: int, *extra: str) -> list[str]:
             "--search", "optuna", "--trials", str(trials), *SPACE, *extra]
 
 
+@pytest.mark.timeout(2400)  # four trials, each a TF process: ~5 min on an idle 2-core machine, 15+ on a busy one
 def test_killed_and_rerun_study_has_every_trial_once_in_optuna_compare_and_mlflow(tmp_path):
     import optuna
     from mlflow.tracking import MlflowClient
@@ -60,7 +61,7 @@ def test_killed_and_rerun_study_has_every_trial_once_in_optuna_compare_and_mlflo
     assert states[0] in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     assert states[1] == optuna.trial.TrialState.RUNNING  # the killed sweep left it running
 
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=2000)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "trial 2/4" in again.stdout and "resuming" in again.stdout, again.stdout
 
@@ -99,6 +100,7 @@ def test_killed_and_rerun_study_has_every_trial_once_in_optuna_compare_and_mlflo
             assert run.data.params["train.lr_init"] == repr(t.params["train.lr_init"])
 
 
+@pytest.mark.timeout(1800)
 def test_two_sweep_processes_share_one_study(tmp_path):
     import optuna
     gin = runs.write_gin(tmp_path, FAST.replace("train.epochs = 2", "train.epochs = 1"))

@@ -88,3 +88,29 @@ def test_the_same_command_proposes_the_same_trials_even_across_a_restart(tmp_pat
     assert _propose(tmp_path / "b", 4) == whole
     restarted = _propose(tmp_path / "c", 2) + _propose(tmp_path / "c", 2)  # a new process on the same study
     assert restarted == whole
+
+
+def test_sweep_json_lists_trials_best_first_and_the_objective_is_drawn(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    import optuna
+
+    from effnet.search import Search, plot_objective
+
+    root = tmp_path / "s"
+    spaces = parse_space(["train.lr_init=loguniform(1e-4, 1e-2)"])
+    search = Search(SimpleNamespace(root=root, gin_files=["x.gin"], gin_params=[], data_dir=None), spaces, trials=3)
+    study = search.study()
+    for value in (0.2, 0.7, None):
+        trial, params, _ = search._next_trial(study)
+        trial.set_user_attr("folder", search.folder_name(trial.number, params))
+        if value is None:
+            study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial.number, value)
+    records = search.write_summary(study)
+    assert [(r["trial"], r["status"]) for r in records] == [(1, "done"), (0, "done"), (2, "pruned")]
+    assert search.best_line(study).startswith("best: trial 1 val_ema_top1 0.7000: --gin-param train.lr_init=")
+    pytest.importorskip("matplotlib")
+    assert plot_objective(root, tmp_path / "objective.png") == 2
+    assert (tmp_path / "objective.png").stat().st_size > 1000
