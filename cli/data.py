@@ -101,11 +101,11 @@ def stats(path, check, as_json):
       effnet data stats records/ --check
     """
     from effnet.data.convert import dataset_stats
-    from effnet.data.source import find_source
+    from effnet.data.source import TFRecordSource, find_source
 
     source = find_source(path)
-    if hasattr(source, "_on_error"):
-        source._on_error = "skip"  # report truncated files instead of stopping at the first
+    if isinstance(source, TFRecordSource):
+        source.on_error = "skip"  # report truncated files instead of stopping at the first
     result = dataset_stats(source, check=check, progress=_progress_factory())
     _print_stats(result, as_json)
     bad = sum(len(s["bad_records"]) + len(s["labels_out_of_range"]) for s in result["splits"].values())

@@ -2,8 +2,8 @@
 
 Inputs are random uint8 images and one-hot labels made once on the device, so the numbers are
 the model's (and the training step's), not the input pipeline's. ``train`` times
-:class:`effnet.step.TrainStep` (the real step: loss scaling, weight decay, the configured
-optimizer, EMA); ``infer`` times the model's forward pass in inference mode the way ``effnet
+the training run's own step (:func:`effnet.assembly.build_step`: loss scaling, weight decay and its
+exclusions, clipping, the configured optimizer, EMA, gradient accumulation); ``infer`` times the model's forward pass in inference mode the way ``effnet
 predict`` and ``effnet eval`` serve it, with the weights frozen into the graph
 (:class:`effnet.models.InferenceFunction`; ``benchmark.frozen_graph = False`` times the live
 variables instead). The first
@@ -26,6 +26,7 @@ import platform
 import time
 
 from effnet import precision as precision_mod
+from effnet.assembly import StepSettings, build_step, synthetic_batch
 from effnet.memory import current_rss, peak_memory
 from effnet.metrics import QUANTILES, latency_summary
 from effnet.models import InferenceFunction, build_model, check_image_size, count_params
@@ -48,6 +49,20 @@ def _device() -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
+def step_settings(cfg: BenchmarkConfig, xla: bool) -> StepSettings:
+    """The training step a resolved benchmark times (the experiment's, see BenchmarkConfig)."""
+    return StepSettings(optimizer=cfg.optimizer, precision=cfg.precision, xla=bool(xla),
+                        label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay, decay_bias=cfg.decay_bias,
+                        decay_norm=cfg.decay_norm, clip_norm=cfg.clip_norm, ema_decay=cfg.ema_decay)
+
+
+def build_train_step(cfg: BenchmarkConfig, model, xla: bool):
+    """The step ``effnet benchmark train`` times: the training run's (effnet.assembly.build_step)."""
+    _, _, step = build_step(model, step_settings(cfg, xla), cfg.learning_rate,
+                            global_batch=cfg.batch_size * cfg.grad_accum_steps, accumulation=cfg.grad_accum_steps)
+    return step
+
+
 def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
     """Run one benchmark; returns a JSON-able report (img/s, latency percentiles, settings)."""
     import keras
@@ -63,23 +78,16 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
     model = build_model(cfg.model, cfg.num_classes)
     check_image_size(model, cfg.image_size, cfg.model, "benchmark image size")
 
-    shape = [cfg.batch_size, cfg.image_size, cfg.image_size, 3]
-    images = tf.random.stateless_uniform(shape, seed=[cfg.seed, 1], minval=0, maxval=256, dtype=tf.int32)
-    images = tf.cast(images, tf.uint8)
-    labels = tf.one_hot(tf.random.stateless_uniform([cfg.batch_size], seed=[cfg.seed, 2], minval=0,
-                                                    maxval=cfg.num_classes, dtype=tf.int32), cfg.num_classes)
-    batch = {"image": images, "label": labels}
+    batch = synthetic_batch(cfg.batch_size, cfg.image_size, cfg.num_classes, cfg.seed)
+    images = batch["image"]
+    accumulation = cfg.grad_accum_steps if cfg.mode == "train" else 1
 
     if cfg.mode == "train":
-        from effnet.ema import ExponentialMovingAverage
-        from effnet.step import TrainStep, decayed_variables, make_optimizer
-
-        optimizer = make_optimizer(cfg.optimizer, model, cfg.learning_rate, precision=cfg.precision)
-        ema = ExponentialMovingAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-        step = TrainStep(model, optimizer, global_batch=cfg.batch_size, label_smoothing=cfg.label_smoothing,
-                         weight_decay=cfg.weight_decay, decay_vars=decayed_variables(model), ema=ema, jit_compile=xla)
+        step = build_train_step(cfg, model, xla)
 
         def one_step():
+            for _ in range(accumulation - 1):
+                step.accumulate(batch)
             return step.apply(batch).numpy()  # .numpy() waits for the device
     else:
         forward = InferenceFunction(model, jit_compile=xla, freeze=cfg.frozen_graph)
@@ -98,8 +106,8 @@ def run_benchmark(cfg: BenchmarkConfig | None = None, progress=None) -> dict:
         "image_size": cfg.image_size, "xla": xla, "frozen_graph": cfg.frozen_graph if cfg.mode == "infer" else None,
         "steps": cfg.steps, "warmup": cfg.warmup,
         "num_classes": cfg.num_classes, "optimizer": cfg.optimizer if cfg.mode == "train" else None,
-        "params": count_params(model),
-        "img_per_s": cfg.batch_size * cfg.steps / elapsed if elapsed > 0 else math.nan,
+        "params": count_params(model), "grad_accum_steps": accumulation,
+        "img_per_s": cfg.batch_size * accumulation * cfg.steps / elapsed if elapsed > 0 else math.nan,
         "seconds": elapsed, "warmup_seconds": warmup_seconds,
         "latency_ms": latency_summary(ms), "memory": memory,
         "device": _device(), "tensorflow": tf.__version__, "keras": keras.__version__,
@@ -207,4 +215,4 @@ def table_lines(results: list[dict]) -> list[str]:
     return lines
 
 
-__all__ = ["BenchmarkConfig", "MODES", "run_benchmark", "table_lines"]
+__all__ = ["BenchmarkConfig", "MODES", "build_train_step", "run_benchmark", "step_settings", "table_lines"]

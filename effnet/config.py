@@ -552,6 +552,11 @@ def _set_search_path(dirs: Sequence[Path], trust: bool = False) -> None:
             prefixes.append(str(d))
 
 
+def bindings_text() -> str:
+    """Every gin binding in force, as gin text (what child processes parse to rebuild the same objects)."""
+    return gin.config_str()
+
+
 def write_operative_config(model_dir: str | os.PathLike, name: str = OPERATIVE_CONFIG) -> Path:
     """Write the operative config (what was actually used) into ``model_dir``; returns the path.
 
@@ -563,6 +568,7 @@ def write_operative_config(model_dir: str | os.PathLike, name: str = OPERATIVE_C
 __all__ = [
     "OPERATIVE_CONFIG",
     "ParsedConfig",
+    "bindings_text",
     "available_gin_files",
     "closest",
     "configurable_names",

@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from effnet import data, perclass, registry, runfolder
+from effnet.assembly import eval_batch
 from effnet import precision as precision_mod
 from effnet.errors import UserError
 from effnet.files import is_writable, undone_on_failure, write_json_atomic
 from effnet.loggers import configured_names, make_loggers
+from effnet.memory import planned_micro_batch
 from effnet.metrics import QUANTILES, Evaluator, gather_mistakes, latency_summary
 
 REPORT_NAME = runfolder.EVAL_REPORT
@@ -87,7 +89,7 @@ def evaluate_run(cfg, checkpoint: str = "latest", weights: str = "both", split: 
         raise UserError(f"checkpoint {info.path} has no EMA weights (the run had train.ema_decay = None); use --weights raw")
 
     run = runfolder.load_run(cfg, info, weights=passes[0], scope=backend.scope())
-    batch = int(cfg.eval_batch_size or cfg.micro_batch)
+    batch = eval_batch(cfg, planned_micro_batch(cfg.model_dir))  # as the training run's evaluation
     shard = backend.shard_info()
 
     model_dir = Path(cfg.model_dir)

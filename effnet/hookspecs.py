@@ -15,7 +15,8 @@ to be bindable from gin files (all built-ins do). The engine calls each factory 
 keyword arguments documented on its hook and nothing else, so everything else a factory takes
 comes from gin.
 
-Hook implementations must start with ``effnet_``; a function called ``effnet_something`` that
+Every example below works when copied into a package (``tests/architecture/test_hookspec_examples.py``
+loads them as a plugin and binds a knob of each from gin). Hook implementations must start with ``effnet_``; a function called ``effnet_something`` that
 matches no hook below is reported as a misspelling when the plugin is loaded.
 """
 
@@ -127,9 +128,11 @@ def effnet_augmenters():
     progressive stages read the configured values from there and pass per-stage values back as
     constructor arguments.
 
-    Example::
+    Register the class gin-configurable under its name, so its knobs bind from gin
+    (``invert_colors.probability = 0.3``). Example::
 
-        class Invert(effnet.data.Augmenter):
+        @gin.configurable("invert_colors")
+        class InvertColors(effnet.data.Augmenter):
             level = "image"
             def __init__(self, probability=0.5):
                 self.probability = probability
@@ -139,7 +142,7 @@ def effnet_augmenters():
 
         @effnet.hookimpl
         def effnet_augmenters():
-            return {"invert": Invert}
+            return {"invert_colors": InvertColors}
     """
 
 
@@ -220,6 +223,35 @@ def effnet_backends():
         @effnet.hookimpl
         def effnet_backends():
             return {"single": effnet.distribute.SingleProcess}
+    """
+
+
+@hookspec
+def effnet_callbacks():
+    """Register loop callbacks (see :mod:`effnet.callbacks` for when each hook runs).
+
+    Return ``{name: factory}``. The engine calls ``factory()`` for each name in
+    ``train.callbacks`` (its knobs come from gin) on the writing process and expects an
+    :class:`effnet.callbacks.Callback`: any of ``on_train_begin(run)``, ``on_stage_begin(run,
+    stage)``, ``on_evaluation_end(run, epoch, metrics)``, ``on_checkpoint_saved(run, path, step)``,
+    ``on_epoch_end(run, epoch, metrics)``, ``on_train_end(run, report)``. ``run.request_stop(reason)``
+    ends the run cleanly at the next epoch end (a checkpoint, then report.json; every process
+    stops at the same step; the same command resumes). A callback that raises ends the run with a
+    one-line error naming it, after a checkpoint. Built-ins: ``early_stopping``, ``keep_best``.
+
+    Example::
+
+        @gin.configurable("stop_at_top1")
+        class StopAtTop1(effnet.callbacks.Callback):
+            def __init__(self, target=0.9):
+                self.target = target
+            def on_evaluation_end(self, run, epoch, metrics):
+                if metrics.get("val_top1", 0.0) >= self.target:
+                    run.request_stop(f"val_top1 reached {self.target}")
+
+        @effnet.hookimpl
+        def effnet_callbacks():
+            return {"stop_at_top1": StopAtTop1}
     """
 
 

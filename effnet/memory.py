@@ -1,9 +1,10 @@
 """Peak memory of a training step, and the planner behind ``progressive.batch_sizes = 'auto'``.
 
 **Measuring.** :func:`probe` runs one measurement in a fresh child process (``python -m
-effnet.memory``), so peaks of different sizes and batches never mix: the child builds the real
-model (with the run's gin bindings: ``efficientnet.width`` ...), the optimizer, the EMA and the
-:class:`effnet.step.TrainStep` with gradient accumulation, and runs ``updates`` optimizer updates
+effnet.memory_probe``), so peaks of different sizes and batches never mix: the child builds the real
+model (with the run's gin bindings: ``efficientnet.width`` ...) and the run's own training step
+(:func:`effnet.assembly.build_step`: optimizer, EMA, clipping, decay exclusions) with gradient
+accumulation, and runs ``updates`` optimizer updates
 of two micro-batches each on synthetic uint8 images. It reports
 
 * on CPU ``peak_bytes`` = the process's peak resident set size during the steady-state updates
@@ -146,55 +147,14 @@ class ProbeSpec:
     updates: int = 2
     seed: int = 0
     gin_file: str = ""  # the parent's gin config (model knobs), parsed untrusted
+    decay_bias: bool = False
+    decay_norm: bool = False
 
-
-def measure(spec: ProbeSpec) -> dict:
-    """Build and run ``spec`` in this process; return its memory figures (see the module docstring)."""
-    import keras
-    import tensorflow as tf
-
-    from effnet import precision as precision_mod
-    from effnet.ema import ExponentialMovingAverage
-    from effnet.models import build_model
-    from effnet.step import TrainStep, decayed_variables, make_optimizer
-
-    precision_mod.configure(spec.precision)
-    keras.utils.set_random_seed(spec.seed)
-    model = build_model(spec.model, spec.num_classes)
-    optimizer = make_optimizer(spec.optimizer, model, 1e-4, precision=spec.precision, clip_norm=spec.clip_norm)
-    ema = ExponentialMovingAverage(model, spec.ema_decay) if spec.ema_decay else None
-    step = TrainStep(model, optimizer, global_batch=spec.batch * spec.accumulation, label_smoothing=spec.label_smoothing,
-                     weight_decay=spec.weight_decay, decay_vars=decayed_variables(model),
-                     accumulation_steps=spec.accumulation, ema=ema, jit_compile=spec.xla)
-    shape = [spec.batch, spec.image_size, spec.image_size, 3]
-    images = tf.cast(tf.random.stateless_uniform(shape, seed=[spec.seed, 1], maxval=256, dtype=tf.int32), tf.uint8)
-    labels = tf.one_hot(tf.random.stateless_uniform([spec.batch], seed=[spec.seed, 2], maxval=spec.num_classes,
-                                                    dtype=tf.int32), spec.num_classes)
-    batch = {"image": images, "label": labels}
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    if gpu:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-    baseline = current_rss()
-
-    def update():
-        for _ in range(spec.accumulation - 1):
-            step.accumulate(batch)
-        step.apply(batch).numpy()  # waits for the step
-
-    # The first update traces and optimises the step's graph: a one-off peak that does not grow with
-    # the batch and, for small models, hides the step's own. It runs first; then the high-water mark
-    # is reset and the steady-state updates are measured.
-    update()
-    steady = _reset_peak_rss()
-    for _ in range(max(1, spec.updates - 1)):
-        update()
-    return {"device": "GPU:0" if gpu else "CPU", "image_size": spec.image_size, "batch": spec.batch,
-            "baseline_bytes": baseline, "rss_peak_bytes": _process_peak_rss(), **peak_memory(gpu, steady)}
 
 
 def peak_memory(gpu: bool, steady: bool = False) -> dict:
     """``{"peak_bytes", "measure"}``: the TensorFlow allocator's peak on GPU:0 (since its last
-    ``reset_memory_stats``), else this process's peak RSS, since the last :func:`_reset_peak_rss` when
+    ``reset_memory_stats``), else this process's peak RSS, since the last :func:`reset_peak_rss` when
     ``steady`` (``VmHWM``), else over its whole life (``ru_maxrss``)."""
     if gpu:
         import tensorflow as tf
@@ -202,16 +162,16 @@ def peak_memory(gpu: bool, steady: bool = False) -> dict:
         return {"peak_bytes": int(tf.config.experimental.get_memory_info("GPU:0")["peak"]),
                 "measure": "TensorFlow allocator peak on GPU:0 after the build"}
     if steady:
-        return {"peak_bytes": _read_status_bytes("VmHWM") or _process_peak_rss(),
+        return {"peak_bytes": _read_status_bytes("VmHWM") or process_peak_rss(),
                 "measure": "peak RSS of the steady-state updates (VmHWM reset after the first, tracing, update)"}
-    return {"peak_bytes": _process_peak_rss(), "measure": "process peak RSS (ru_maxrss)"}
+    return {"peak_bytes": process_peak_rss(), "measure": "process peak RSS (ru_maxrss)"}
 
 
-def _process_peak_rss() -> int:
+def process_peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Reset this process's resident-set high-water mark (Linux: ``/proc/self/clear_refs``); False where it cannot."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -233,16 +193,6 @@ def _read_status_bytes(field: str) -> int | None:
     return None
 
 
-def _child_main(argv: list[str]) -> int:
-    spec = ProbeSpec(**json.loads(Path(argv[0]).read_text()))
-    if spec.gin_file:
-        from effnet import config as config_mod
-
-        config_mod.parse([spec.gin_file], trust=False)
-    print("EFFNET_MEMORY " + json.dumps(measure(spec)), flush=True)
-    return 0
-
-
 def probe(spec: ProbeSpec, *, gin_text: str = "", timeout: float = PROBE_TIMEOUT) -> dict:
     """Run :func:`measure` for ``spec`` in a fresh child process; its figures, or a UserError."""
     with tempfile.TemporaryDirectory(prefix="effnet-memory-") as tmp:
@@ -253,7 +203,7 @@ def probe(spec: ProbeSpec, *, gin_text: str = "", timeout: float = PROBE_TIMEOUT
         spec_file.write_text(json.dumps(asdict(spec)))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         try:
-            done = subprocess.run([sys.executable, "-m", "effnet.memory", str(spec_file)], capture_output=True,
+            done = subprocess.run([sys.executable, "-m", "effnet.memory_probe", str(spec_file)], capture_output=True,
                                   text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             raise UserError(f"memory probe of {spec.model} at {spec.image_size} px, batch {spec.batch} took over "
@@ -326,6 +276,9 @@ def _probe_key(spec: ProbeSpec, gin_text: str) -> dict:
     model_lines = [line.strip() for line in gin_text.splitlines()
                    if line.strip() and not line.lstrip().startswith("#") and not _NOT_MODEL.match(line.strip())]
     key = {k: v for k, v in asdict(spec).items() if k not in ("image_size", "batch", "gin_file")}
+    for name in ("decay_bias", "decay_norm"):  # added later: plans made before them stay valid
+        if not key[name]:
+            del key[name]
     key["gin_sha256"] = hashlib.sha256("\n".join(model_lines).encode()).hexdigest()
     return key
 
@@ -422,6 +375,17 @@ def plan(stages, *, model_dir, spec: ProbeSpec, budget_gb: float | None, min_acc
     return result
 
 
+def planned_micro_batch(model_dir) -> int | None:
+    """The last stage's micro-batch in ``<model_dir>/memory_plan.json`` (None without a usable plan)."""
+    path = Path(model_dir) / PLAN_FILE
+    raw = read_json_dict(path) if path.exists() else None
+    stages = raw.get("stages") if isinstance(raw, dict) else None
+    if not isinstance(stages, list) or not stages or not isinstance(stages[-1], dict):
+        return None
+    micro = stages[-1].get("micro_batch")
+    return micro if _count(micro) and micro >= 1 else None
+
+
 def _line(p: StagePlan, source: str) -> str:
     return (f"effnet: memory plan stage {p.stage}: {p.image_size} px, micro-batch {p.micro_batch} x "
             f"{p.grad_accum_steps} accumulation = batch {p.batch_size}; predicted {p.predicted_bytes / GIB:.2f} GiB "
@@ -429,8 +393,6 @@ def _line(p: StagePlan, source: str) -> str:
 
 
 __all__ = ["DEFAULT_BUDGET_FRACTION", "PLAN_FILE", "PROBE_BATCHES", "SLOPE_MARGIN", "Fit", "ProbeSpec", "StagePlan", "available_bytes",
-           "budget_bytes", "choose_micro_batch", "current_rss", "measure", "plan", "probe"]
+           "budget_bytes", "choose_micro_batch", "current_rss", "peak_memory", "plan", "planned_micro_batch", "probe",
+           "reset_peak_rss", "process_peak_rss"]
 
-
-if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))

@@ -40,6 +40,7 @@ KINDS: dict[str, str] = {
     "dataset": "effnet_datasets",
     "logger": "effnet_loggers",
     "backend": "effnet_backends",
+    "callback": "effnet_callbacks",
 }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import gin
 
@@ -65,6 +65,7 @@ class TrainConfig:
     clip_norm: float | None = None  # global-norm gradient clipping
     ema_decay: float | None = 0.9999  # None turns EMA off
     augmenters: Sequence[str] = ()  # registered augmenter names, applied in order
+    callbacks: Sequence[str] = ()  # registered loop callbacks (effnet.callbacks), e.g. ['early_stopping']
     deferred_mixing: bool = False  # mixup/cutmix inside the step instead of the input pipeline
     stage_schedule: str | None = None  # a registered stage schedule: 'single' or 'progressive' (gin/base/train.gin: 'single')
     precision: str = "fp32"  # fp32 | tf32 | amp | bf16
@@ -102,12 +103,23 @@ class TrainConfig:
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}; "
                 f"pick a batch size that is a multiple of the accumulation steps"
             )
+        self._check_auto_batch()
         # Booleans must be booleans: a string "0" or "False" is truthy in Python, which is how the
         # reference scripts' flags could not be turned off (docs/differences.md).
         for name in ("decay_bias", "decay_norm", "deferred_mixing", "deterministic", "replace_head", "plot", "xla"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "xla" and value is None):
                 raise UserError(f"train.{name}={value!r} must be True or False (gin booleans are written without quotes)")
+
+    def _check_auto_batch(self) -> None:
+        """``progressive.batch_sizes='auto'`` only means something under the progressive stage schedule."""
+        schedule = self.stage_schedule
+        if not schedule or schedule == "progressive":
+            return
+        if _bound("progressive.batch_sizes") == "auto":
+            raise UserError(f"progressive.batch_sizes='auto' is bound but train.stage_schedule={schedule!r}; the memory "
+                            f"planner works on progressive stages: use train.stage_schedule='progressive' (with "
+                            f"progressive.n_stages=1 for one stage) or remove the binding")
 
     def _check_ranges(self) -> None:
         """Every numeric field in its range (see effnet.validate for the message shape)."""
@@ -182,15 +194,37 @@ class TrainConfig:
 BENCHMARK_MODES = ("train", "infer")
 
 
-def _train_binding(name: str, default):
-    """The value of ``train.<name>`` in the loaded gin config, or ``default`` when it is not bound."""
+def _is_reference(value) -> bool:
+    """A gin reference (``@name`` or a ``%MACRO``) rather than a value; gin names the macro's type only privately."""
+    return isinstance(value, gin.config.ConfigurableReference) or type(value).__name__ == "_MacroReference"
+
+
+_UNBOUND = object()
+
+
+def _bound(name: str):
+    """The value bound to ``name`` (``train.epochs``) in the loaded gin config, or ``_UNBOUND``
+    when it is not bound or bound to a reference."""
     try:
-        value = gin.query_parameter(f"train.{name}")
+        value = gin.query_parameter(name)
     except ValueError:
-        return default
-    if isinstance(value, gin.config.ConfigurableReference) or type(value).__name__ == "_MacroReference":
-        return default
-    return default if value is None else value
+        return _UNBOUND
+    return _UNBOUND if _is_reference(value) else value
+
+
+def _train_binding(name: str, default):
+    """The value of ``train.<name>`` in the loaded gin config, or ``default`` when it is not bound (or None)."""
+    value = _bound(f"train.{name}")
+    return default if value is _UNBOUND or value is None else value
+
+
+def _recipe_value(name: str, given, default):
+    """A training-step setting of the benchmark: ``benchmark.<name>`` when bound (or given other than
+    its default), else the loaded experiment's ``train.<name>`` (None included), else ``given``."""
+    if given != default or _bound(f"benchmark.{name}") is not _UNBOUND:
+        return given
+    value = _bound(f"train.{name}")
+    return given if value is _UNBOUND else value
 
 
 @gin.configurable("benchmark")
@@ -209,9 +243,15 @@ class BenchmarkConfig:
     warmup: int = 5  # untimed steps first (tracing, compilation)
     optimizer: str | None = None  # train mode: a registered optimizer; default train.optimizer
     learning_rate: float = 1e-4
+    # train mode: the training step's settings; unbound, they follow the experiment's train.* bindings
+    # (so the benchmark times the step that trains), else these defaults (TrainConfig's)
     label_smoothing: float = 0.1
     weight_decay: float = 5e-6
-    ema_decay: float | None = 0.9999  # train mode: update an EMA as the recipe does (None: no EMA)
+    ema_decay: float | None = 0.9999  # None: no EMA
+    clip_norm: float | None = None
+    decay_bias: bool = False
+    decay_norm: bool = False
+    grad_accum_steps: int = 1  # micro-batches (of batch_size) per timed optimizer update
     frozen_graph: bool = True  # infer mode: weights frozen into the graph, as `effnet predict` serves them
     seed: int = 0
     # infer mode: the runtime that serves the model (tf, tflite, onnxruntime, openvino; default tf, or the
@@ -247,6 +287,10 @@ class BenchmarkConfig:
         if cfg.xla is None:
             cfg.xla = _train_binding("xla", None)
         cfg.optimizer = cfg.optimizer or _train_binding("optimizer", None)
+        defaults = {f.name: f.default for f in fields(BenchmarkConfig)}
+        for name in ("label_smoothing", "weight_decay", "ema_decay", "clip_norm", "decay_bias", "decay_norm",
+                     "grad_accum_steps"):
+            setattr(cfg, name, _recipe_value(name, getattr(cfg, name), defaults[name]))
         if cfg.mode == "train" and not cfg.optimizer:
             raise UserError("no optimizer to benchmark: pass an experiment with --gin (gin/base/train.gin sets the "
                             "recipe's) or --gin-param \"benchmark.optimizer='NAME'\" (see `effnet plugins`)")
@@ -257,6 +301,11 @@ class BenchmarkConfig:
         check_number("benchmark.label_smoothing", cfg.label_smoothing, 0, 1, high_open=True)
         check_number("benchmark.weight_decay", cfg.weight_decay, 0, 1, high_open=True)
         check_number("benchmark.ema_decay", cfg.ema_decay, 0, 1, low_open=True, high_open=True, optional=True)
+        check_number("benchmark.clip_norm", cfg.clip_norm, 0, None, low_open=True, optional=True)
+        check_number("benchmark.grad_accum_steps", cfg.grad_accum_steps, 1, 1024, integer=True)
+        for name in ("decay_bias", "decay_norm"):
+            if not isinstance(getattr(cfg, name), bool):
+                raise UserError(f"benchmark.{name}={getattr(cfg, name)!r} must be True or False")
         if not isinstance(cfg.frozen_graph, bool):
             raise UserError(f"benchmark.frozen_graph={cfg.frozen_graph!r} must be True or False")
         return cfg

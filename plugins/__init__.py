@@ -14,4 +14,5 @@ BUILTIN = [
     "effnet.plugins.data",
     "effnet.plugins.augment",
     "effnet.plugins.models",
+    "effnet.plugins.callbacks",
 ]

@@ -94,7 +94,7 @@ def _convert_splits(source, src, dst_path: Path, written: list, train_shards, va
     label_of = {name: i for i, name in enumerate(names)}
     stats = {"classes": len(names), "splits": {}, "skipped": [], "converted": 0}
     for split in SPLITS:
-        if split not in source._split_path:
+        if split not in source.splits():
             continue
         files = source.files(split)
         order = np.random.default_rng(seed).permutation(len(files))

@@ -199,9 +199,10 @@ class Metadata:
         self._dirty = True
         return count
 
-    def save(self) -> None:
-        """Write the side file next to the data if possible, else into the cache (atomically)."""
-        if not self._dirty:
+    def save(self, force: bool = False) -> None:
+        """Write the side file next to the data if possible, else into the cache (atomically);
+        unless ``force``, only when something changed."""
+        if not (self._dirty or force):
             return
         text = json.dumps(self.data, indent=1, sort_keys=True)
         for path in (self.local, self.side):
@@ -294,8 +295,7 @@ def write_metadata(out_dir: str | os.PathLike, class_names: Sequence[str] | None
         if name.startswith(".") or name == META_NAME:
             continue
         meta.file_count(os.path.join(out_dir, name))
-    meta._dirty = True
-    meta.save()
+    meta.save(force=True)
 
 
 def warn(message: str) -> None:

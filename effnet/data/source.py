@@ -114,6 +114,11 @@ class TFRecordSource(DataSource):
             return self._on_error
         return pipeline_options().on_error
 
+    @on_error.setter
+    def on_error(self, value: str | None) -> None:
+        """``'skip'``: count damaged records instead of stopping at the first (``effnet data stats``)."""
+        self._on_error = value
+
     def _pattern(self, split: str) -> str:
         return self.patterns.get(split, f"{split}-*")
 
@@ -336,6 +341,10 @@ class FolderSource(DataSource):
         """The split of a file in the ROOT/<class>/ layout (stable: depends on nothing else)."""
         digest = hashlib.sha256(f"{self.split_seed}/{class_name}/{file_name}".encode()).digest()
         return "validation" if int.from_bytes(digest[:8], "big") / 2.0 ** 64 < self.validation_fraction else "train"
+
+    def splits(self) -> list[str]:
+        """The splits this folder has (``train``, and ``validation`` when present or split off)."""
+        return list(self._split_path)
 
     def _split_dir(self, split: str) -> Path:
         if split not in self._split_path:

@@ -454,7 +454,7 @@ def keras_weights_origin(spec: VariantSpec) -> tuple[str, str, str | None]:
 
     The names follow keras.applications (``efficientnetb0.h5``, ``efficientnetv2-s.h5``). Keras keeps
     the URL prefix and the hashes in module constants of ``keras.src.applications``; they are read
-    here and nowhere else (tests/models/test_imagenet_weights.py fails if Keras moves them).
+    here and nowhere else (tests/architecture/test_private_apis.py fails if Keras moves them).
     """
     name = keras_model_name(spec)
     if name is None:

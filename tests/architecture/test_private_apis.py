@@ -1,4 +1,5 @@
-"""The few private names of other libraries effnet relies on, each used in one place and pinned here.
+"""The few private names of other libraries effnet relies on, each used in one place and pinned here
+(and listed once, in docs/architecture.md).
 
 When a Keras or gin-config release renames or changes one of them, these tests fail first and say
 which wrapper to fix, instead of a run failing somewhere deep inside.
@@ -31,8 +32,14 @@ ALLOWED = {
     "AutocastScope": {"plugins/models/blocks.py"},
     "gin_config._REGISTRY": {"effnet/config.py"},  # effnet.config._gin_registry
     "gin_config._LOCATION_PREFIXES": {"effnet/config.py"},  # effnet.config._gin_search_path
+    "_MacroReference": {"effnet/settings.py"},  # effnet.settings._is_reference: gin exports no macro type
+    # tf.distribute backends branch inside the replica context only where the strategy allows it
+    "strategy_supports_no_merge_call": {"plugins/backends.py"},
+    "_clip_gradients": {"plugins/nvlamb.py"},  # nvLAMB's pre-normalisation replaces Keras' optional clipping
+    "keras.src.applications": {"plugins/models/keras_import.py"},  # keras_weights_origin: URL prefix and hashes
     "_trial_id": {"effnet/search.py"},  # effnet.search.trial_id: continue a RUNNING Optuna trial by its storage id
 }
+DOC = ROOT / "docs" / "architecture.md"
 
 
 def test_private_names_are_used_only_in_their_wrappers():
@@ -44,6 +51,55 @@ def test_private_names_are_used_only_in_their_wrappers():
                 if re.search(re.escape(name) + r"\b", text):
                     users[name].add(path.relative_to(ROOT).as_posix())
     assert users == ALLOWED
+
+
+def test_each_private_name_is_listed_once_in_the_architecture_doc():
+    text = DOC.read_text()
+    section = text[text.index("## Private names of other libraries"):]
+    section = section[:section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    assert {name: section.count(f"`{name}`") for name in ALLOWED} == {name: 1 for name in ALLOWED}
+
+
+def test_keras_applications_keep_weight_urls_and_hashes():
+    from effnet.plugins.models.keras_import import keras_weights_origin
+    from effnet.plugins.models.specs import get_variant
+
+    for model in ("efficientnet_b0", "efficientnet_v2_s"):
+        file_name, url, md5 = keras_weights_origin(get_variant(model))
+        assert url.startswith("https://") and url.endswith(file_name) and md5 and len(md5) == 32
+
+
+def test_keras_optimizer_clips_through_an_overridable_method():
+    import keras
+    import numpy as np
+
+    variable = keras.Variable([0.0, 0.0])
+    optimizer = keras.optimizers.SGD(1.0, global_clipnorm=1.0)
+    calls = []
+    original = optimizer._clip_gradients
+    optimizer._clip_gradients = lambda grads: calls.append(1) or original(grads)
+    optimizer.apply([np.array([3.0, 4.0], "float32")], [variable])
+    assert calls and np.allclose(variable.numpy(), [-0.6, -0.8])
+
+
+def test_tf_distribute_says_whether_merge_call_is_needed():
+    import tensorflow as tf
+
+    assert tf.__internal__.distribute.strategy_supports_no_merge_call() in (True, False)
+
+
+def test_gin_macro_references_are_recognised():
+    import gin
+
+    from effnet.settings import _is_reference
+
+    gin.clear_config()
+    try:
+        gin.parse_config("SIZE = 64\ntrain.image_size = %SIZE")
+        assert _is_reference(gin.query_parameter("train.image_size"))
+        assert not _is_reference(64)
+    finally:
+        gin.clear_config()
 
 
 def test_keras_flatten_layers_recurses_into_nested_models():

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from effnet.step import TrainStep, decayed_variables
-from effnet.trainer import TrainConfig, build_optimizer
+from effnet.assembly import build_optimizer
+from effnet.trainer import TrainConfig
 
 
 def make_batch(n, classes=3, size=8, seed=0, nan=False):

@@ -23,7 +23,7 @@ def test_builtins_are_registered_like_any_plugin():
     assert entry.plugin == "effnet.plugins.loggers" and entry.source == "built-in"
     # every kind of hook point exists, even if nothing fills it yet
     assert set(KINDS) == {"model", "optimizer", "lr_schedule", "augmenter", "stage_schedule",
-                          "dataset", "logger", "backend"}
+                          "dataset", "logger", "backend", "callback"}
 
 
 def test_unknown_name_lists_available_and_closest():
