@@ -68,8 +68,8 @@ def test_config_resolves_the_seed_short_name(capsys):
 def test_a_missing_name_lists_the_closest_across_folders(capsys):
     result = run_inprocess(capsys, "config", "--gin", "amp_8xA100")
     assert result.code == 2
-    assert ("(did you mean 'efficientnet_b0/amp_8xA100', 'efficientnet_b4/amp_8xA100' or "
-            "'efficientnet_v2_s/amp_8xA100'?)") in result.err
+    assert ("(did you mean 'efficientnet_b0/amp_8xA100', 'efficientnet_b4/amp_8xA100', "
+            "'efficientnet_lite/amp_8xA100' or 'efficientnet_v2_s/amp_8xA100'?)") in result.err
     result = run_inprocess(capsys, "config", "--gin", "efficientnet_v2/amp_8xA100.gin")
     assert "(did you mean 'efficientnet_v2_s/amp_8xA100', " in result.err
 
