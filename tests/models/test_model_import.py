@@ -179,7 +179,7 @@ def test_bad_arguments_are_user_errors(v2b0_files, tmp_path):
          "unknown EfficientNet variant 'efficientnet_v2_x'"),
         (dict(source=folder / "v2b0.weights.h5"),
          f"{folder / 'v2b0.weights.h5'}: cannot tell which variant the weights are for; pass --variant (one of efficientnet_b0, "),
-        (dict(source=tmp_path / "missing.h5", variant="efficientnet_b0"), f"weights file '{tmp_path / 'missing.h5'}' not found"),
+        (dict(source=tmp_path / "missing.h5", variant="efficientnet_b0"), f"weights file '{tmp_path / 'missing.h5'}' does not exist; pass a regular file"),
         (dict(source=folder / "v2b0.weights.h5", variant="efficientnet_v2_b0", output=tmp_path / "out.h5"),
          f"output '{tmp_path / 'out.h5'}' must end with .weights.h5 or .keras"),
     ]
