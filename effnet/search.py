@@ -242,9 +242,12 @@ class Search:
                   "none": lambda: optuna.pruners.NopPruner()}[self.pruner_name]()
         Path(self.sweep.root).mkdir(parents=True, exist_ok=True)
         try:
-            return optuna.create_study(storage=self.storage, study_name=self.study_name, direction=self.direction,
-                                       sampler=optuna.samplers.TPESampler(seed=self.seed), pruner=pruner,
-                                       load_if_exists=True)
+            # Two sweeps starting together on one SQLite file would both create its tables and the study
+            # (Optuna's create is not atomic there): one at a time, under the lock that hands out trials.
+            with _file_lock(Path(self.sweep.root) / ".search.lock"):
+                return optuna.create_study(storage=self.storage, study_name=self.study_name, direction=self.direction,
+                                           sampler=optuna.samplers.TPESampler(seed=self.seed), pruner=pruner,
+                                           load_if_exists=True)
         except Exception as exc:  # noqa: BLE001 - a bad URL, a database that refuses
             raise UserError(f"--storage {self.storage!r}: cannot open the Optuna study: {' '.join(str(exc).split())[:300]}") from None
 
