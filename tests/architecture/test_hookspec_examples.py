@@ -25,7 +25,8 @@ from effnet.stages import Stage
 # effnet_backends re-registers the built-in 'single' and effnet_gin_paths names a package that does not
 # exist here: both are checked for their shape only.
 KNOBS = {
-    "effnet_models": ("model", "tiny_cnn", "tiny_cnn.width = 8"),
+    # module-qualified: the plugin-package test registers a configurable of the same name in this process
+    "effnet_models": ("model", "tiny_cnn", "hookspec_examples.tiny_cnn.width = 8"),
     "effnet_optimizers": ("optimizer", "adagrad", "adagrad.initial_accumulator_value = 0.25"),
     "effnet_lr_schedules": ("lr_schedule", "halving", "halving.every_epochs = 7"),
     "effnet_augmenters": ("augmenter", "invert_colors", "invert_colors.probability = 0.3"),
