@@ -14,7 +14,7 @@ TEST_STAMP := $(VENV_DIR)/.installed-test
 PYTEST_ARGS ?=
 # What `make test` adds: the test tools and every integration extra, so no integration test is
 # skipped in CI for want of its tool. `make demo` needs none of them.
-TEST_EXTRAS := test,onnx,openvino,mlflow,wandb,optuna,torch
+TEST_EXTRAS := test,onnx,openvino,openvino-int8,mlflow,wandb,optuna,torch
 # The torch extra asks for any torch >= 2.6; installed first, the CPU build (a 183 MB wheel, ~1 GB installed,
 # under a minute) satisfies it, where pip would otherwise pick the ~5.5 GB CUDA build.
 TORCH_CPU ?= torch==2.13.0

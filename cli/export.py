@@ -15,7 +15,8 @@ from effnet.paths import check_input
               help="EMA weights when the checkpoint has them (auto), or force one kind.")
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None, help="Output folder (default MODEL_DIR/export).")
 @click.option("--format", "formats", multiple=True, metavar="FORMAT[,FORMAT]",
-              help="saved_model, keras, tflite, tflite_float16, tflite_dynamic, onnx, openvino, tflite_int8, or all "
+              help="saved_model, keras, tflite, tflite_float16, tflite_dynamic, onnx, openvino, tflite_int8, "
+                   "openvino_int8, or all "
                    "(default: the first five). Repeatable.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
               help="Class names for the SavedModel's top_k_classes (default: MODEL_DIR/labels.txt, else the dataset's).")
@@ -28,9 +29,9 @@ from effnet.paths import check_input
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
               help="Bound on top-1 agreement (0..1) for every format exported (export.min_top1_agreement).")
 @click.option("--calibration", "calibration_paths", multiple=True, metavar="PATH",
-              help="tflite_int8 calibration images (files, folders, globs; default: the run's training images).")
+              help="int8 calibration images (files, folders, globs; default: the run's training images).")
 @click.option("--calibration-images", type=click.IntRange(1), default=100, show_default=True,
-              help="tflite_int8: calibrate on the first N images (training split in file order, or --calibration sorted).")
+              help="int8 formats: calibrate on the first N images (training split in file order, or --calibration sorted).")
 @click.option("--int8-io", is_flag=True, help="tflite_int8 with int8 input and output (default float32 I/O).")
 @click.option("--validate", is_flag=True,
               help="Also measure each artifact's validation top-1 against the model's, bounded by export.max_top1_drop.")
@@ -48,7 +49,8 @@ def export(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, outp
     nothing written for that format) when they are beyond the bounds. The SavedModel takes encoded
     image bytes (serving_default, preprocessing inside) or float images (serving_images); the other
     formats take float images [N, S, S, 3] in [0, 255] and return probabilities. onnx needs
-    effnet[onnx], openvino effnet[openvino]; tflite_int8 is full-integer, calibrated on training images.
+    effnet[onnx], openvino effnet[openvino], openvino_int8 effnet[openvino-int8] (NNCF); tflite_int8 and
+    openvino_int8 are int8 weights and activations, calibrated on training images.
 
     \b
     Examples:
@@ -56,6 +58,7 @@ def export(gin_files, gin_params, model_dir, data_dir, checkpoint, weights, outp
       effnet export --model-dir runs/quickstart --format saved_model --format tflite -o serving/
       effnet export --model-dir /results --checkpoint best --weights raw --format tflite_dynamic --max-diff 0.2
       effnet export --model-dir runs/quickstart --format onnx,openvino,tflite_int8 --validate
+      effnet export --model-dir runs/quickstart --format openvino_int8 --validate --calibration-images 300
     """
     from effnet.api import export as export_run
 

@@ -51,7 +51,7 @@ from effnet.files import write_json_atomic
 from effnet.native import captured_stderr
 from effnet.runtimes import TFLiteRunner, tflite_interpreter
 from effnet.settings import (ALL_FORMATS, DEFAULT_MAX_PROB_DIFF, DEFAULT_MAX_TOP1_DROP, DEFAULT_MIN_TOP1_AGREEMENT, FILENAMES,
-                             FORMATS, export_bounds)
+                             FORMATS, INT8_FORMATS, export_bounds)
 
 REPORT_NAME = "export_report.json"
 
@@ -364,7 +364,15 @@ class Exporter:
             with captured_stderr():
                 return converter.convert()
         except Exception as exc:  # noqa: BLE001 - the converter raises many types; keep its first line
-            first = " ".join(str(exc).strip().split("\n")[0].split())[:300]
+            text = str(exc)
+            # ops outside TFLite's built-in set (the converter lists them as custom or flex ops): the model's fault
+            missing = [line.split(":", 1)[1].strip() for line in text.splitlines()
+                       if line.startswith(("Custom ops:", "Flex ops:"))]
+            if missing:
+                raise UserError(f"TFLite conversion ({variant}): the model uses ops outside TFLite's built-in op set: "
+                                f"{', '.join(missing)[:200]}; export another --format (saved_model, onnx, openvino) or "
+                                f"replace the op in the model plugin") from None
+            first = " ".join(text.strip().split("\n")[0].split())[:300]
             raise RuntimeError(f"TFLite conversion ({variant}) failed: {type(exc).__name__}: {first}") from exc
 
     def write_converted(self, fmt: str, tmp: Path, work: Path, calibration, int8_io: bool):
@@ -376,10 +384,12 @@ class Exporter:
             runtimes.convert_onnx(self.float_saved_model(work), tmp)
         elif fmt == "openvino":
             runtimes.convert_openvino(self.float_saved_model(work), tmp)
+        elif fmt == "openvino_int8":
+            runtimes.convert_openvino(self.float_saved_model(work), tmp, calibration=calibration)
         else:
             tmp.write_bytes(self.tflite_bytes(fmt, work, calibration, int8_io))
         point("export.after_write")  # kill-anywhere tests: written, not yet checked
-        runtime = {"onnx": "onnxruntime", "openvino": "openvino"}.get(fmt, "tflite")
+        runtime = {"onnx": "onnxruntime", "openvino": "openvino", "openvino_int8": "openvino"}.get(fmt, "tflite")
         return runtimes.load(tmp, runtime)
 
     # -- the whole export -------------------------------------------------------------------------------
@@ -387,7 +397,7 @@ class Exporter:
                on_result=None, calibration=None, int8_io: bool = False, validation=None) -> list[Parity]:
         """Write, re-load and check every format; returns the parity of each.
 
-        ``calibration``: decoded float images for ``tflite_int8``; ``validation``: batches of
+        ``calibration``: decoded float images for the int8 formats; ``validation``: batches of
         ``(images, labels)`` (:class:`ValidationData`) on which each artifact's top-1 is measured
         against the in-memory model's and held to ``max_top1_drop``. Stops at the first artifact beyond its bounds
         (UserError); artifacts checked before it stay in place, the failing one is removed.
@@ -400,8 +410,9 @@ class Exporter:
         output_dir.mkdir(parents=True, exist_ok=True)
         if not samples:
             raise UserError("no sample images for the parity check; pass --samples with images or raise --num-samples")
-        if "tflite_int8" in formats and (calibration is None or len(calibration) == 0):
-            raise UserError("--format tflite_int8 needs calibration images; pass --calibration with images")
+        wants = [f for f in formats if f in INT8_FORMATS]
+        if wants and (calibration is None or len(calibration) == 0):
+            raise UserError(f"--format {wants[0]} needs calibration images; pass --calibration with images")
         decoded = self.decode_samples(samples)
         floats = decoded.astype(np.float32)
         ref = self.reference(floats)
@@ -517,7 +528,8 @@ def decode_all(exporter: Exporter, encoded: Sequence[bytes]):
 
 
 def calibration_images(cfg, exporter: Exporter, files=None, count: int = 100):
-    """Calibration images for ``tflite_int8``, decoded with the evaluation preprocessing.
+    """Calibration images for the int8 formats (``tflite_int8``, ``openvino_int8``), decoded with the evaluation
+    preprocessing.
 
     The given files (the first ``count`` of them, in sorted order), else the first ``count``
     records of the run's training split in file order: the same images on every export of a run.
@@ -548,12 +560,12 @@ def calibration_images(cfg, exporter: Exporter, files=None, count: int = 100):
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to read the data is the same advice
-        raise UserError(f"tflite_int8 calibrates on the run's training images, and dataset {cfg.dataset!r} could not be "
+        raise UserError(f"int8 export calibrates on the run's training images, and dataset {cfg.dataset!r} could not be "
                         f"read ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
                         f"pass --data-dir or --calibration with images") from None
     images, _ = decode_all(exporter, encoded)
     if not len(images):
-        raise UserError(f"no readable image in the training split of {cfg.dataset!r} for tflite_int8 calibration; "
+        raise UserError(f"no readable image in the training split of {cfg.dataset!r} for int8 calibration; "
                         f"pass --calibration with images")
     return images, f"the first {len(images)} training images of {cfg.dataset}"
 
@@ -656,7 +668,7 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
 
     Writes ``export_report.json`` (and ``labels.txt`` when class names are known) into ``output``
     (default ``<model_dir>/export``). ``on_start(text)`` hears what is exported, ``on_result(parity)``
-    each format's check. ``tflite_int8`` calibrates on ``calibration_files`` or the first
+    each format's check. The int8 formats calibrate on ``calibration_files`` or the first
     ``calibration_count`` training images; ``validate`` measures each artifact's validation top-1
     (the first ``validation_limit`` images) against the model's, bounded by ``max_top1_drop``.
     """
@@ -664,6 +676,12 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
     from effnet.prediction import dataset_class_names
 
     names = parse_formats(formats)
+    if int8_io and "tflite_int8" not in names:
+        raise UserError(f"--int8-io applies to --format tflite_int8 only (asked for: {', '.join(names)}; openvino_int8 "
+                        f"keeps float input and output); add tflite_int8 or drop --int8-io")
+    if calibration_files and not any(name in INT8_FORMATS for name in names):
+        raise UserError(f"--calibration is for the int8 formats ({', '.join(INT8_FORMATS)}), and none is asked for "
+                        f"(asked for: {', '.join(names)}); add one to --format or drop --calibration")
     run = runfolder.load_run(cfg, checkpoint=checkpoint, weights=weights, precision="fp32")
     class_names = runfolder.class_names_for(run.num_classes, labels_file, cfg.model_dir, dataset_class_names(cfg))
     bounds = export_bounds()
@@ -675,11 +693,12 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
                         num_classes=run.num_classes, whole_frame=opts.eval_whole_frame)
     out_dir = Path(output) if output else Path(cfg.model_dir) / "export"
     calibration, calibration_origin = None, None
-    if "tflite_int8" in names:
+    int8 = [name for name in names if name in INT8_FORMATS]
+    if int8:
         calibration, calibration_origin = calibration_images(cfg, exporter, calibration_files, calibration_count)
     validation = validation_set(cfg, exporter, validation_limit) if validate else None
     if on_start is not None:
-        extra = f"; tflite_int8 calibrated on {calibration_origin}" if calibration_origin else ""
+        extra = f"; {' and '.join(int8)} calibrated on {calibration_origin}" if calibration_origin else ""
         extra += f"; validation top-1 on {validation.count} images" if validation is not None else ""
         on_start(f"exporting {run.describe()} to {out_dir}; parity on {len(samples)} {origin}{extra}")
     existed = out_dir.exists()
@@ -689,7 +708,7 @@ def export_run(cfg, formats: Sequence[str] = ("all",), output=None, checkpoint: 
         point("export.before_report")
         report = _export_report(cfg, run, class_names, samples, origin, out_dir, results)
         report["calibration"] = calibration_origin
-        report["tflite_int8_io"] = ("int8" if int8_io else "float32") if calibration_origin else None
+        report["tflite_int8_io"] = ("int8" if int8_io else "float32") if "tflite_int8" in names else None
         report["validation_images"] = validation.count if validation is not None else None
         if class_names:
             runfolder.write_labels(out_dir, class_names)

@@ -314,26 +314,31 @@ class BenchmarkConfig:
 # --------------------------------------------------------------------------------------------------
 # export
 
-FORMATS = ("saved_model", "keras", "tflite", "tflite_float16", "tflite_dynamic", "onnx", "openvino", "tflite_int8")
+FORMATS = ("saved_model", "keras", "tflite", "tflite_float16", "tflite_dynamic", "onnx", "openvino", "tflite_int8",
+           "openvino_int8")
 # `--format all`: the formats TensorFlow alone writes without calibration data; onnx and openvino need
-# their extras, tflite_int8 calibrates on training images: each is asked for by name.
+# their extras, the int8 formats calibrate on training images: each is asked for by name.
 ALL_FORMATS = FORMATS[:5]
+# full-integer formats: activation ranges calibrated on images (export --calibration / --calibration-images)
+INT8_FORMATS = ("tflite_int8", "openvino_int8")
 FILENAMES = {"saved_model": "saved_model", "keras": "model.keras", "tflite": "model.tflite",
              "tflite_float16": "model_float16.tflite", "tflite_dynamic": "model_dynamic.tflite",
-             "onnx": "model.onnx", "openvino": "openvino", "tflite_int8": "model_int8.tflite"}
+             "onnx": "model.onnx", "openvino": "openvino", "tflite_int8": "model_int8.tflite",
+             "openvino_int8": "openvino_int8"}
 # Probabilities are in [0, 1]. Float32 artifacts run the same arithmetic up to kernel choice and
 # summation order (measured: <= 1e-6 for TFLite and ONNX Runtime, <= 2e-5 for OpenVINO in f32);
 # float16 weights and int8 dynamic-range weights move probabilities by up to a few percent on a
 # trained model and may flip near ties; full-integer int8 (weights and activations) moves them more,
 # so its agreement bound is loose and its accuracy is held by export.max_top1_drop with --validate.
 DEFAULT_MAX_PROB_DIFF = {"saved_model": 1e-4, "keras": 1e-4, "tflite": 1e-4, "tflite_float16": 0.02, "tflite_dynamic": 0.1,
-                         "onnx": 1e-4, "openvino": 1e-4, "tflite_int8": 0.3}
+                         "onnx": 1e-4, "openvino": 1e-4, "tflite_int8": 0.3, "openvino_int8": 0.3}
 DEFAULT_MIN_TOP1_AGREEMENT = {"saved_model": 1.0, "keras": 1.0, "tflite": 1.0, "tflite_float16": 0.9, "tflite_dynamic": 0.75,
-                              "onnx": 1.0, "openvino": 1.0, "tflite_int8": 0.5}
+                              "onnx": 1.0, "openvino": 1.0, "tflite_int8": 0.5, "openvino_int8": 0.5}
 # Validation top-1 the artifact may lose against the in-memory model (checked with --validate), as a
 # fraction: 0.01 = one percentage point. Float formats lose nothing; int8 may lose a little.
 DEFAULT_MAX_TOP1_DROP = {"saved_model": 0.01, "keras": 0.01, "tflite": 0.01, "tflite_float16": 0.01,
-                         "tflite_dynamic": 0.03, "onnx": 0.01, "openvino": 0.01, "tflite_int8": 0.05}
+                         "tflite_dynamic": 0.03, "onnx": 0.01, "openvino": 0.01, "tflite_int8": 0.05,
+                         "openvino_int8": 0.05}
 
 
 @gin.configurable("export")
@@ -362,5 +367,6 @@ class LoggerConfig:
     names: Sequence[str] = ()
 
 
-__all__ = ["ALL_FORMATS", "BENCHMARK_MODES", "DEFAULT_MAX_PROB_DIFF", "DEFAULT_MAX_TOP1_DROP", "DEFAULT_MIN_TOP1_AGREEMENT", "FILENAMES", "FORMATS", "MODES",
+__all__ = ["ALL_FORMATS", "BENCHMARK_MODES", "DEFAULT_MAX_PROB_DIFF", "DEFAULT_MAX_TOP1_DROP", "DEFAULT_MIN_TOP1_AGREEMENT", "FILENAMES", "FORMATS",
+           "INT8_FORMATS", "MODES",
            "BenchmarkConfig", "LoggerConfig", "TrainConfig", "export_bounds"]

@@ -1,4 +1,4 @@
-"""ONNX (tf2onnx -> ONNX Runtime), OpenVINO IR (OpenVINO runtime) and full-integer TFLite round trips of a
+"""ONNX (tf2onnx -> ONNX Runtime), OpenVINO IR (OpenVINO runtime), full-integer TFLite and int8 OpenVINO IR (NNCF) round trips of a
 V1 and a V2 built-in architecture (tiny widths, 32 px, random weights), each held to the export's default
 parity bounds in its own runtime, and the graph each converter wrote checked for what it must contain."""
 
@@ -11,7 +11,7 @@ from tests.extras import requires_module
 from effnet.plugins.models import efficientnet
 
 pytestmark = [requires_module("onnxruntime", "onnx"), requires_module("tf2onnx", "onnx"),
-              requires_module("openvino", "openvino")]
+              requires_module("openvino", "openvino"), requires_module("nncf", "openvino-int8")]
 
 
 @pytest.mark.slow
@@ -30,10 +30,11 @@ def test_converted_formats_round_trip(name, tmp_path):
     samples = synthetic_samples(8, 32, seed=5)
     calibration, kept = decode_all(exporter, synthetic_samples(24, 32, seed=9))
     assert len(kept) == 24
-    results = exporter.export(tmp_path, ["onnx", "openvino", "tflite_int8"], samples, calibration=calibration)
-    assert [r.format for r in results] == ["onnx", "openvino", "tflite_int8"] and all(r.passed for r in results)
+    formats = ["onnx", "openvino", "tflite_int8", "openvino_int8"]
+    results = exporter.export(tmp_path, formats, samples, calibration=calibration)
+    assert [r.format for r in results] == formats and all(r.passed for r in results), [r.line() for r in results]
     assert [r.max_prob_diff < 1e-5 for r in results[:2]] == [True, True], [r.line() for r in results]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model_int8.tflite", "openvino"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model_int8.tflite", "openvino", "openvino_int8"]
 
     images = exporter.decode_samples(samples).astype(np.float32)
     ref = exporter.reference(images)
@@ -61,4 +62,14 @@ def test_converted_formats_round_trip(name, tmp_path):
     assert {op["op_name"] for op in interpreter._get_ops_details()} >= {"QUANTIZE", "DEQUANTIZE"}
     out = int8(images)
     assert out.shape == ref.shape and np.isfinite(out).all()
+    # int8 OpenVINO IR: NNCF's quantize/dequantize pairs in the IR, and the CPU plugin runs the convolutions in int8
+    import openvino as ov
+
+    assert "FakeQuantize" in (tmp_path / "openvino_int8" / "model.xml").read_text()
+    compiled = ov.Core().compile_model(str(tmp_path / "openvino_int8" / "model.xml"), "CPU")
+    convs = [op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
+             if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert convs and sum(p in ("i8", "u8") for p in convs) >= len(convs) // 2, convs
+    vino8 = load(tmp_path / "openvino_int8")
+    assert np.abs(vino8(images) - ref).max() < 0.3 and (vino8(images).argmax(1) == ref.argmax(1)).mean() >= 0.5
     json.dumps([r.as_dict() for r in results])  # the report's rows serialise
