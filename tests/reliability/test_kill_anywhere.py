@@ -26,6 +26,7 @@ import pytest
 
 from effnet.checkpoint import latest_valid_checkpoint
 from tests.engine import runs
+from tests.extras import requires_module
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,13 @@ POINTS = [*NAMED, *(f"random:{i}" for i in range(RANDOM_TIMES))] if FULL else RE
 EXPORT_NAMED = ["export.after_write:1", "export.before_rename:1", "export.before_report:1",
                 "write.export_report.json:1"]
 EXPORT_POINTS = EXPORT_NAMED if FULL else ["export.before_rename:1"]
+# The deployment formats in one export (onnx, openvino, tflite_int8, in that order): each converted in the
+# same temporary folder, checked in its own runtime, renamed into place. after_write:2 = OpenVINO's IR
+# written and not yet checked, with the ONNX file already in place.
+DEPLOY_FORMATS = ("onnx", "openvino", "tflite_int8")
+DEPLOY_NAMED = ["export.after_write:1", "export.before_rename:2", "export.after_write:2", "export.after_write:3",
+                "export.before_report:1"]
+DEPLOY_POINTS = DEPLOY_NAMED if FULL else ["export.after_write:2"]
 
 RESULTS: dict[str, str] = {}
 STOP_LINE = re.compile(r"effnet: stopped by SIG(TERM|INT) at epoch (\d+), step (\d+) of the epoch \(global step (\d+)\), "
@@ -186,3 +194,37 @@ def test_killed_export_leaves_no_finished_export_and_reruns(point, straights, tm
     probs = loaded.signatures["serving_images"](images=tf.zeros([1, 32, 32, 3]))["probabilities"].numpy()
     assert probs.shape == (1, 10) and abs(float(probs.sum()) - 1.0) < 1e-4
     RESULTS[f"export/{point}"] = "matched"
+
+
+@requires_module("onnxruntime", "onnx")
+@requires_module("tf2onnx", "onnx")
+@requires_module("openvino", "openvino")
+@pytest.mark.parametrize("point", DEPLOY_POINTS)
+def test_killed_export_of_the_deployment_formats_reruns(point, straights, tmp_path):
+    from effnet import runtimes
+
+    straight = straights("plain")
+    out = tmp_path / "export"
+    args = [sys.executable, "-m", "effnet.cli.main", "export", "--model-dir", str(straight["dir"]), "--format",
+            ",".join(DEPLOY_FORMATS), "--num-samples", "4", "--calibration-images", "8", "-o", str(out)]
+    killed = subprocess.run(args, capture_output=True, text=True, timeout=900,
+                            env=runs.subprocess_env({**straight["env"], "EFFNET_FAULT": point}))
+    assert killed.returncode == -signal.SIGKILL, f"fault point {point} was never reached: {killed.stderr[-2000:]}"
+    assert not (out / "export_report.json").exists()  # the mark of a finished export is absent
+    name, _, count = point.partition(":")
+    # formats renamed into place before the kill: all of them before the report, else those before the N-th
+    placed = len(DEPLOY_FORMATS) if name == "export.before_report" else int(count) - 1
+    finals = {"onnx": out / "model.onnx", "openvino": out / "openvino", "tflite_int8": out / "model_int8.tflite"}
+    for index, fmt in enumerate(DEPLOY_FORMATS):
+        assert finals[fmt].exists() == (index < placed), (point, fmt)  # nothing unchecked is in place
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=900, env=runs.subprocess_env(straight["env"]))
+    assert again.returncode == 0, again.stderr[-3000:]
+    report = json.loads((out / "export_report.json").read_text())
+    assert [a["format"] for a in report["artifacts"]] == list(DEPLOY_FORMATS)
+    assert all(a["passed"] for a in report["artifacts"])
+    assert not list(out.glob(".tmp-export-*")) and not list(out.glob(".old-*"))  # the killed run's leftovers are gone
+    for fmt, path in finals.items():  # each one loads in its own runtime and gives probabilities
+        probs = runtimes.load(path).predict(np.zeros([2, 32, 32, 3], np.float32))
+        assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1.0, atol=2e-2), fmt
+    RESULTS[f"export-deploy/{point}"] = "matched"

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.clitools import run_inprocess
+from tests.extras import requires_module
 from tests.reliability import hostile
 from tests.reliability.test_catalogue import error_line, error_line_last
 
@@ -334,6 +335,47 @@ def test_export_onto_a_full_disk_says_how_much_it_needs(trained_run, tmp_path, c
                            f"at least "), last
     assert "free)" in last and "internal error" not in result.stderr
     assert result.stdout.strip() == "", "no empty export folder left on the full disk"
+
+
+def _pages(folder: Path) -> int:
+    """Bytes ``folder``'s files take on a tmpfs (each file rounded up to whole 4 KiB pages)."""
+    return sum(-(-f.stat().st_size // 4096) * 4096 for f in folder.rglob("*") if f.is_file())
+
+
+@needs_mounts
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [
+    pytest.param("onnx", marks=[requires_module("tf2onnx", "onnx"), requires_module("onnxruntime", "onnx")]),
+    pytest.param("openvino", marks=[requires_module("openvino", "openvino")])])
+def test_a_disk_that_fills_during_conversion(trained_run, tmp_path, cache_dir, fmt):
+    """The float SavedModel fits, the converted artifact does not: tf2onnx's child process (onnx) or
+    OpenVINO's serializer (openvino) runs out of space. One line naming the disk, exit 2, nothing left."""
+    import shlex
+
+    env = {**os.environ, "EFFNET_CACHE": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    export = [sys.executable, "-m", "effnet.cli.main", "export", "--model-dir", str(trained_run), "--format", fmt]
+    # how much the conversion writes: the same export stopped right after it wrote, before its check
+    probe = tmp_path / "probe"
+    killed = subprocess.run([*export, "-o", str(probe)], capture_output=True, text=True, timeout=600,
+                            env={**env, "EFFNET_FAULT": "export.after_write:1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (work,) = probe.glob(".tmp-export-*")
+    source, converted = _pages(work / "float_source"), _pages(work) - _pages(work / "float_source")
+    assert converted > 8 * 4096, (source, converted)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    out = mnt / "export"
+    size = source + converted // 2  # room for the source and half the artifact
+    cmd = shlex.join([*export, "-o", str(out)])
+    result = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(mnt))} "
+                             f"&& {cmd}; code=$?; ls -A {shlex.quote(str(mnt))}; exit $code"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: could not write the export to {out}: No space left on device (this export needs "
+                           f"at least "), last
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout.strip() == "", "no export folder (nor a half-written artifact) left on the full disk"
 
 
 def test_checkpoint_and_from_weights_that_are_special(capsys, trained_run, images, tmp_path):

@@ -13,7 +13,7 @@ from tests.serve.conftest import cli
 from tests.serve.test_export import reference
 
 pytestmark = [requires_module("onnxruntime", "onnx"), requires_module("tf2onnx", "onnx"),
-              requires_module("openvino", "openvino")]
+              requires_module("openvino", "openvino"), requires_module("nncf", "openvino-int8")]
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +32,20 @@ def deployed(trained_run, tmp_path_factory):
 def test_onnx_openvino_int8_round_trip_on_the_demo_run(capsys, trained_run, deployed, samples):
     out = deployed
     result = cli(capsys, "export", "--model-dir", str(trained_run), "-o", str(out),
-                 "--format", "onnx,openvino,tflite_int8", "--validate", "--calibration-images", "20")
+                 "--format", "onnx,openvino,tflite_int8,openvino_int8", "--validate", "--calibration-images", "20")
     assert result.code == 0, result.err
     report = json.loads((out / "export_report.json").read_text())
-    assert [a["format"] for a in report["artifacts"]] == ["onnx", "openvino", "tflite_int8"]
+    assert [a["format"] for a in report["artifacts"]] == ["onnx", "openvino", "tflite_int8", "openvino_int8"]
     assert report["calibration"] == "the first 20 training images of demo" and report["tflite_int8_io"] == "float32"
     assert report["validation_images"] == 18  # 6 classes x 3
     for artifact in report["artifacts"]:
         assert artifact["passed"] and artifact["validation_images"] == 18
         assert artifact["model_top1"] is not None and artifact["top1_drop"] <= artifact["bound_max_top1_drop"]
-    onnx_row, vino_row, _ = report["artifacts"]
+    onnx_row, vino_row, _, _ = report["artifacts"]
     assert onnx_row["max_prob_diff"] < 1e-5 and vino_row["max_prob_diff"] < 1e-5
     assert onnx_row["top1_drop"] == vino_row["top1_drop"] == 0.0
     assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "labels.txt", "model.onnx", "model_int8.tflite",
-                                                     "openvino"]
+                                                     "openvino", "openvino_int8"]
     assert "validation top-1" in result.out.splitlines()[0] and result.out.splitlines()[0].endswith("ok")
 
     # each artifact in its own runtime, loaded here without effnet's wrappers, against the model loaded independently
@@ -172,19 +172,106 @@ def test_bad_inputs_of_the_new_formats(capsys, trained_run, tmp_path, monkeypatc
     assert result.err.startswith("error: no readable image among the 3 calibration files")
     assert not out.exists() or list(out.iterdir()) == []
     # the optional package missing (an import that fails, as on a machine without the extra)
-    for module, fmt, extra in (("tf2onnx", "onnx", "onnx"), ("onnxruntime", "onnx", "onnx"), ("openvino", "openvino", "openvino")):
+    for module, fmt, extra in (("tf2onnx", "onnx", "onnx"), ("onnxruntime", "onnx", "onnx"), ("openvino", "openvino", "openvino"),
+                               ("nncf", "openvino_int8", "openvino-int8")):
         monkeypatch.setitem(sys.modules, module, None)
         result = cli(capsys, "export", "--model-dir", str(trained_run), "-o", str(out), "--format", fmt)
         monkeypatch.delitem(sys.modules, module)
         assert result.code == 2, result.err
         assert result.err.strip().splitlines()[-1].endswith(f"install it with: pip install 'effnet[{extra}]'"), result.err
         assert not [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else True
+    # int8 options without a format that uses them: said, not silently ignored
+    result = cli(capsys, "export", "--model-dir", str(trained_run), "-o", str(out), "--format", "openvino_int8",
+                 "--int8-io")
+    assert (result.code, result.err.strip()) == (2, "error: --int8-io applies to --format tflite_int8 only (asked for: "
+                                                    "openvino_int8; openvino_int8 keeps float input and output); add "
+                                                    "tflite_int8 or drop --int8-io")
+    result = cli(capsys, "export", "--model-dir", str(trained_run), "-o", str(out), "--format", "onnx", "--calibration",
+                 str(bad))
+    assert result.code == 2 and result.err.startswith("error: --calibration is for the int8 formats (tflite_int8, "
+                                                      "openvino_int8), and none is asked for (asked for: onnx)")
     # a run folder without checkpoints
     empty = tmp_path / "empty_run"
     empty.mkdir()
     (empty / "operative_config.gin").write_text((trained_run / "operative_config.gin").read_text())
     result = cli(capsys, "export", "--model-dir", str(empty), "-o", str(out), "--format", "onnx")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "checkpoint" in result.err
+
+
+def test_a_model_with_an_op_the_converters_cannot_express(capsys, tiny_gin, tmp_path, monkeypatch):
+    """A model plugin (tests/engine/faulty_models.py) whose graph has TensorFlow's BesselI0e, which neither
+    tf2onnx, OpenVINO's TensorFlow frontend nor TFLite's built-in op set has: each export names the op and
+    what to do in one line, exit 2, and writes nothing; the SavedModel, which keeps TensorFlow's ops, exports."""
+    import gin
+
+    from effnet.registry import reset_registry
+
+    monkeypatch.setenv("EFFNET_PLUGINS", "tests.engine.faulty_models")
+    reset_registry()
+    run = tmp_path / "run"
+    gin.clear_config()
+    try:
+        trained = cli(capsys, "train", "--gin", str(tiny_gin), "--model-dir", str(run), "--gin-param",
+                      "train.model = 'onnx_unconvertible'", "--gin-param", "train.epochs = 1")
+        assert trained.code == 0, trained.err[-2000:]
+        out = tmp_path / "export"
+        for fmt, starts in (
+            ("onnx", "error: ONNX conversion: the model uses ops tf2onnx cannot express in opset 17: "),
+            ("openvino", "error: OpenVINO conversion: the model uses ops OpenVINO's TensorFlow frontend cannot convert: "),
+            ("tflite", "error: TFLite conversion (tflite): the model uses ops outside TFLite's built-in op set: "),
+        ):
+            result = cli(capsys, "export", "--model-dir", str(run), "-o", str(out), "--format", fmt)
+            assert result.code == 2, result.err
+            last = result.err.strip().splitlines()[-1]
+            assert last.startswith(starts) and "BesselI0e" in last, last
+            assert last.endswith("or replace the op in the model plugin") and "internal error" not in result.err, last
+            assert not out.exists() or not [p.name for p in out.iterdir()], f"{fmt}: nothing half-written"
+        result = cli(capsys, "export", "--model-dir", str(run), "-o", str(out), "--format", "saved_model")
+        assert result.code == 0, result.err
+        assert (out / "saved_model" / "saved_model.pb").is_file() and (out / "export_report.json").is_file()
+    finally:
+        gin.clear_config()
+        reset_registry()
+
+
+def test_a_converter_killed_midway_is_exit_1_and_leaves_nothing(trained_run, tmp_path, cache_dir):
+    """tf2onnx's child process killed as the kernel's OOM killer would kill it: one line naming the signal and
+    what to do, exit 1 (a converter crash), and no model.onnx or report that looks like a finished export."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "export"
+    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli.main", "export", "--model-dir", str(trained_run), "-o",
+                             str(out), "--format", "onnx"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "EFFNET_CACHE": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+    def converter() -> int | None:  # the export's child running tf2onnx, once it runs
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == proc.pid and b"tf2onnx.convert" in cmdline:
+                return int(stat.parent.name)
+        return None
+
+    deadline = time.monotonic() + 300
+    while (child := converter()) is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert child is not None, "the export never started tf2onnx"
+    time.sleep(1.0)  # inside the conversion
+    os.kill(child, signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("internal error: RuntimeError: ONNX conversion (tf2onnx) was killed by SIGKILL before it "
+                           "finished (out of memory?"), last
+    assert not (out / "model.onnx").exists() and not (out / "export_report.json").exists()
+    assert not out.exists() or not [p.name for p in out.iterdir()], "no temporary folder left behind"
 
 
 @pytest.fixture(scope="module")
