@@ -20,8 +20,15 @@ Frameworks:
 * ``matmul``: a 4096 x 4096 matmul in TensorFlow, the yardstick for achieved FLOP/s.
 * ``effnet-onnxruntime``, ``effnet-openvino``, ``effnet-tflite``: this project's model (random
   weights) exported as ``effnet export`` writes it (tf2onnx, ``openvino.convert_model``, the TFLite
-  converter, from the float SavedModel) and run in that runtime: inference and batch-1 latency only.
-  OpenVINO runs f32 for ``fp32`` and its CPU plugin's own choice (bf16 where the CPU has it) for ``bf16``.
+  converter, from the float SavedModel; variant ``int8``: ``openvino_int8``) and run in that runtime
+  through :func:`effnet.runtimes.load`: inference and batch-1 latency only. OpenVINO runs f32 for
+  ``fp32`` and its CPU plugin's own choice (bf16 where the CPU has it) for ``bf16``.
+* ``timm-onnxruntime``, ``timm-openvino``: timm's model exported to ONNX by ``torch.onnx.export`` and
+  run as the runtime's documentation runs a model (:func:`plain_session`); variant ``effnet loader``:
+  the same file through our loader, graph against graph; variants ``int8`` / ``int8, effnet loader``:
+  quantized by NNCF as our ``openvino_int8`` is.
+  The artifact is written by a child process (:func:`convert_artifact`), so the timing process holds
+  the runtime alone, as a serving process does.
 
 Each framework runs with the same number of intra-op threads (``threads``).
 """
@@ -42,6 +49,7 @@ MODELS = {
     "efficientnet_b0": ("efficientnet_b0", "EfficientNetB0", "tf_efficientnet_b0"),
 }
 QUANTILES = (50, 99)
+CALIBRATION = 32  # images the int8 rows calibrate on (random: their speed does not depend on the ranges)
 
 
 def percentile(values, q):
@@ -108,40 +116,113 @@ def run_effnet(job):
     return out
 
 
-def run_deployed(job):
-    import tempfile
+def convert_artifact(job, work):
+    """Write the job's artifact into ``work`` (this project's export, or timm's model through torch.onnx).
+
+    Runs in its own process (``python -m benchmarks.worker --convert JOB WORK``), so the process that
+    times the artifact never imported TensorFlow, Keras or PyTorch: a serving process holds the runtime
+    alone, and the converters' thread pools and memory would otherwise sit beside the measured one.
+    Returns ``{"artifact": path, "params": count}``.
+    """
     from pathlib import Path
 
-    import keras
-    import numpy as np
+    work = Path(work)
+    framework, runtime = job["framework"].split("-", 1)
+    if framework == "timm":
+        import warnings
 
-    from effnet import runtimes
+        import timm
+        import torch
+
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(timm.create_model(MODELS[job["model"]][2], pretrained=False, num_classes=1000),
+                                    torch.nn.Softmax(dim=-1)).eval()
+        path = work / "timm.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            # the TorchScript exporter, as timm's own onnx_export uses by default (the dynamo one needs onnxscript);
+            # batch dynamic, as timm's onnx_export writes it
+            torch.onnx.export(model, (torch.zeros(1, 3, job["size"], job["size"]),), str(path), opset_version=17,
+                              input_names=["images"], output_names=["probabilities"],
+                              dynamic_axes={"images": {0: "batch"}}, do_constant_folding=True, dynamo=False)
+        params = sum(p.numel() for p in model.parameters())
+        if "int8" in (job.get("variant") or ""):  # the same NNCF quantization as our openvino_int8, on timm's graph
+            import nncf
+            import numpy as np
+            import openvino as ov
+
+            images = np.random.default_rng(0).uniform(-1, 1, [CALIBRATION, 1, 3, job["size"], job["size"]])
+            quantized = nncf.quantize(ov.convert_model(str(path)), nncf.Dataset(list(images.astype(np.float32))),
+                                      subset_size=CALIBRATION, preset=nncf.QuantizationPreset.MIXED)
+            path = work / "timm_int8" / "model.xml"
+            ov.save_model(quantized, str(path), compress_to_fp16=False)
+        return {"artifact": str(path), "params": params}
+    import keras
+
     from effnet.exporter import Exporter
     from effnet.models import build_model, count_params
     from effnet.registry import get_registry
 
-    runtime = job["framework"].split("-", 1)[1]
+    _tf_threads(job["threads"])
     get_registry()
     keras.utils.set_random_seed(0)
     model = build_model(MODELS[job["model"]][0], 1000)
-    params = count_params(model)
     exporter = Exporter(model, job["size"], num_classes=1000)
+    fmt = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}[runtime]
+    calibration = None
+    if job.get("variant") == "int8":  # effnet export --format openvino_int8's conversion
+        import numpy as np
+
+        fmt = "openvino_int8"
+        calibration = np.random.default_rng(0).uniform(0, 255, [CALIBRATION, job["size"], job["size"], 3]).astype(np.float32)
+    path = work / {"onnx": "model.onnx", "openvino": "openvino", "openvino_int8": "openvino_int8",
+                   "tflite": "model.tflite"}[fmt]
+    if fmt == "tflite":
+        path.write_bytes(exporter.tflite_bytes("tflite", work))
+    else:
+        exporter.write_converted(fmt, path, work, calibration, False)  # converted and loaded in its runtime
+    return {"artifact": str(path), "params": count_params(model)}
+
+
+def run_deployed(job):
+    """An artifact timed in its runtime: converted in a child process, loaded and run here (no TF, no torch).
+
+    ``effnet-*``: our model through :func:`effnet.runtimes.load` (what ``effnet predict --artifact`` and
+    ``effnet benchmark infer --artifact`` use). ``timm-*``: timm's ONNX file run as the runtime's
+    documentation runs a model (:func:`plain_session`), or, variant ``effnet loader``, through our loader:
+    graph against graph. timm's inputs are NCHW and already normalised (its graph has no preprocessing;
+    ours does it inside: a transpose and a multiply-add on the input, timed on our side only).
+    """
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    from effnet import runtimes
+
+    framework, runtime = job["framework"].split("-", 1)
     precision = "auto" if runtime == "openvino" and job["precision"] == "bf16" else "fp32"
     with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        fmt = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}[runtime]
-        if fmt == "tflite":
-            (work / "model.tflite").write_bytes(exporter.tflite_bytes("tflite", work))
-            loaded = runtimes.load(work / "model.tflite", runtime, threads=job["threads"])
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", "--convert", json.dumps(job), work],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"converting for {job['framework']} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        made = json.loads(proc.stdout.strip().splitlines()[-1])
+        if framework == "timm" and "effnet loader" not in (job.get("variant") or ""):
+            predict, detail = plain_session(made["artifact"], runtime, job["threads"], precision)
         else:
-            loaded = exporter.write_converted(fmt, work / fmt, work, None, False)
-            loaded = runtimes.load(work / fmt, runtime, threads=job["threads"], precision=precision)
+            loaded = runtimes.load(made["artifact"], runtime, threads=job["threads"], precision=precision)
+            predict, detail = loaded.predict, loaded.detail
         rng = np.random.default_rng(0)
-        out = {"params": params, "runtime_detail": loaded.detail}
+        out = {"params": made["params"], "runtime_detail": detail}
         for key, batch, steps in (("infer", job["batch"], job["infer_steps"]), ("latency", 1, job["latency_steps"])):
             if key in job["measure"]:
-                images = rng.integers(0, 256, [batch, job["size"], job["size"], 3]).astype(np.float32)
-                out[key] = summary(timed(lambda images=images: loaded.predict(images), steps, job["warmup"]), batch)
+                if framework == "timm":
+                    images = ((rng.integers(0, 256, [batch, 3, job["size"], job["size"]]) / 255.0 - 0.5) / 0.5)
+                else:
+                    images = rng.integers(0, 256, [batch, job["size"], job["size"], 3])
+                images = images.astype(np.float32)
+                out[key] = summary(timed(lambda images=images: predict(images), steps, job["warmup"]), batch)
     return out
 
 
@@ -279,19 +360,45 @@ def run_timm(job):
     return out
 
 
+def plain_session(path, runtime, threads, precision):
+    """``predict`` for an ONNX file as a runtime's own documentation runs it: one session, one synchronous call.
+
+    ONNX Runtime: an ``InferenceSession`` with ``threads`` intra-op threads. OpenVINO: ``compile_model``
+    with its CPU plugin's defaults (latency hint: one stream on every thread), ``threads`` threads and
+    f32 unless ``precision`` is ``auto``, and ``infer`` on one request. The peer rows' default path.
+    """
+    import numpy as np
+
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return (lambda x: session.run(None, {name: x})[0]), ""
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, **({"INFERENCE_PRECISION_HINT": "f32"} if precision == "fp32" else {})}
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+    detail = "inference precision " + str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    return (lambda x: np.array(request.infer({0: x})[0])), detail
+
+
 def run(job: dict) -> dict:
     os.environ["OMP_NUM_THREADS"] = str(job["threads"])
     started = time.perf_counter()
     if job["framework"] == "timm":
         result = run_timm(job)
+    elif job["framework"].startswith(("effnet-", "timm-")):
+        result = run_deployed(job)  # the runtime alone in this process; the converter runs in a child
     else:
         _tf_threads(job["threads"])
         if job["framework"] == "effnet":
             result = run_effnet(job)
         elif job["framework"] == "keras":
             result = run_keras(job)
-        elif job["framework"].startswith("effnet-"):
-            result = run_deployed(job)
         elif job["framework"] == "matmul":
             result = run_matmul(job)
         elif job["framework"] == "flops":
@@ -303,6 +410,9 @@ def run(job: dict) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[0] == "--convert":  # python -m benchmarks.worker --convert JOB WORK (see convert_artifact)
+        print(json.dumps(convert_artifact(json.loads(argv[1]), argv[2])), flush=True)
+        return 0
     print(json.dumps(run(json.loads(argv[0]))), flush=True)
     return 0
 
