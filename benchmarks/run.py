@@ -202,7 +202,11 @@ def main(argv=None) -> dict:
                         help="only serving: inference and batch-1 latency of effnet (TF and each runtime) and timm "
                              "(PyTorch and exported to each runtime); no training, keras.applications or input pipeline")
     parser.add_argument("--out", default="runs/benchmarks/compare.json")
+    parser.add_argument("--report", metavar="JSON", default=None,
+                        help="measure nothing: print the table and targets of a finished run's compare.json again")
     args = parser.parse_args(argv)
+    if args.report:
+        return report_again(Path(args.report))
     args.no_pipeline = args.no_pipeline or args.deploy_only
     args.warmup = max(1, args.warmup)
     args.gpu = _has_gpu()
@@ -238,6 +242,17 @@ def main(argv=None) -> dict:
         else:
             log(f"   input pipeline FAILED: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     return summarise(args, jobs, results, pipeline, final=True)
+
+
+def report_again(path: Path) -> dict:
+    """The table and targets of a finished run, recomputed from its raw results (``--report``)."""
+    saved = json.loads(path.read_text())
+    args = argparse.Namespace(**saved["settings"], out=str(path.with_name(path.stem + "-report.json")))
+    results = {tuple(entry["job"]): entry["results"] for entry in saved["raw"]}
+    jobs = [{"framework": k[0], "model": k[1], "precision": k[2], "xla": k[3], "size": k[4], "batch": args.batch,
+             **({"variant": k[5]} if k[5] else {})} for k in results
+            if k[0] not in ("flops",) and not (k[0] == "effnet" and k[4] != args.size)]
+    return summarise(args, jobs, results, saved.get("input_pipeline"), final=True)
 
 
 def summarise(args, jobs, results, pipeline, final: bool) -> dict:
@@ -319,9 +334,9 @@ def targets_of(rows, results, pipeline, args) -> list[dict]:
     def ratio(a, b):
         return a / b if a is not None and b else None
 
-    def deployed(model, with_tf=True):  # our model in every runtime measured (TensorFlow's own rows too)
-        return [r for r in rows if r["model"] == model and (r["framework"].startswith("effnet-")
-                                                            or (with_tf and r["framework"] == "effnet"))]
+    def deployed(model, with_tf=True):  # our float model in every runtime measured (TensorFlow's own rows too)
+        return [r for r in rows if r["model"] == model and "int8" not in r["framework"]
+                and (r["framework"].startswith("effnet-") or (with_tf and r["framework"] == "effnet"))]
 
     def peer_paths(model):  # timm in PyTorch and exported to each runtime: a user's fastest alternative
         return [r for r in rows if r["model"] == model and r["framework"] in PEER_PATHS]

@@ -82,6 +82,8 @@ def test_deployment_targets_take_the_fastest_path_on_each_side():
         _row("timm", "fp32", 25.0, 90.0, 15.0), _row("timm", "bf16", 40.0, 70.0, 22.0),
         # timm exported to ONNX: its fastest path is OpenVINO bf16 for throughput, ONNX Runtime for latency
         _row("timm-onnxruntime", "fp32", None, 95.0, 14.0), _row("timm-openvino", "bf16", None, 110.0, 14.5),
+        # int8 rows are compared with int8 rows only: never the float deployment target's "fastest path"
+        _row("effnet-openvino (int8)", "bf16", None, 250.0, 7.0), _row("timm-openvino (int8, effnet loader)", "bf16", None, 200.0, 8.0),
     ]
     args = Namespace(models=["m"], pipeline_sizes=[], precisions=["fp32", "bf16"], gpu=False)
     got = {t["name"]: t for t in targets_of(rows, {}, None, args)}
@@ -89,6 +91,8 @@ def test_deployment_targets_take_the_fastest_path_on_each_side():
     speed = got["m: batch-1 p50 speed, fastest effnet deployment / fastest timm path"]
     assert speed["value"] == pytest.approx(14.0 / 14.8) and speed["met"] is False  # theirs answers sooner
     assert got["m: infer fastest effnet runtime / effnet in TF"]["value"] == pytest.approx(120 / 80)
+    assert got["m: infer effnet / timm, both int8 in OpenVINO (same loader)"]["value"] == pytest.approx(250 / 200)
+    assert got["m: infer effnet OpenVINO int8 / fastest timm float path"]["value"] == pytest.approx(250 / 110)
     # the PyTorch-only comparisons stay against timm in PyTorch, and TensorFlow's row alone on our side
     assert got["m: infer best effnet / best timm"]["value"] == pytest.approx(80 / 90)
     assert got["m: batch-1 p50 best effnet / best timm"]["value"] == pytest.approx(33 / 15)
@@ -121,3 +125,21 @@ def test_deploy_only_plans_serving_rows_for_both_sides_and_nothing_else(monkeypa
     args.deploy_only = False
     full = {j["framework"] for j in run.plan(args, timm_ok=True)[0]}
     assert {"keras", "matmul", "timm-onnxruntime"} <= full
+
+
+def test_report_prints_a_finished_run_again(tmp_path, capsys):
+    from benchmarks import run
+
+    raw = [{"job": ["effnet-openvino", "m", "bf16", False, 128, None], "results": [{"infer": {"img_per_s": 120.0},
+                                                                                    "latency": {"p50_ms": 9.0, "p99_ms": 9.5}}]},
+           {"job": ["timm-openvino", "m", "bf16", False, 128, None], "results": [{"infer": {"img_per_s": 100.0},
+                                                                                  "latency": {"p50_ms": 11.0, "p99_ms": 12.0}}]}]
+    settings = {"models": ["m"], "precisions": ["bf16"], "size": 128, "batch": 16, "threads": 2, "rounds": 1, "gpu": False,
+                "pipeline_sizes": [], "deploy_only": True}
+    saved = tmp_path / "compare.json"
+    saved.write_text(json.dumps({"settings": settings, "raw": raw, "input_pipeline": None}))
+    report = run.main(["--report", str(saved)])
+    got = {t["name"]: t["value"] for t in report["targets"]}
+    assert got["m: infer fastest effnet deployment / fastest timm path"] == pytest.approx(1.2)
+    assert got["m: batch-1 p50 speed, fastest effnet deployment / fastest timm path"] == pytest.approx(11 / 9)
+    assert "effnet-openvino" in capsys.readouterr().out
