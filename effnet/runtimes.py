@@ -311,6 +311,38 @@ def convert_onnx(saved_model: Path, output: Path, opset: int = ONNX_OPSET) -> No
         raise RuntimeError(f"ONNX conversion (tf2onnx) failed with exit code {proc.returncode}: {last[0][:300]}")
 
 
+class _quiet:  # noqa: N801 - used like a function
+    """Python's stdout and warnings, and file descriptor 2, kept from the user while a chatty library runs."""
+
+    def __enter__(self):
+        import contextlib
+        import io
+        import warnings
+
+        from effnet.native import captured_stderr
+
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        self._stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        self._stack.enter_context(captured_stderr())
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.__exit__(*exc)
+
+
+def _quiet_nncf():
+    """NNCF for ``openvino_int8``, its log at errors only (no progress bars); imported quietly: it imports
+    PyTorch when installed, whose start-up warnings would land in the export's output."""
+    import logging
+
+    with _quiet():
+        nncf = require("nncf", "--format openvino_int8")
+    nncf.set_log_level(logging.ERROR)
+    return nncf
+
+
 def convert_openvino(saved_model: Path, output_dir: Path, calibration=None) -> None:
     """OpenVINO IR (``model.xml`` + ``model.bin``, fp32 weights) from the SavedModel with ``openvino.convert_model``.
 
@@ -321,7 +353,7 @@ def convert_openvino(saved_model: Path, output_dir: Path, calibration=None) -> N
     products run on the CPU's int8 instructions; the rest stays in the plugin's float precision.
     """
     ov = require("openvino", "--format openvino")
-    nncf = require("nncf", "--format openvino_int8") if calibration is not None else None
+    nncf = _quiet_nncf() if calibration is not None else None
     try:
         model = ov.convert_model(str(saved_model))
     except Exception as exc:  # noqa: BLE001 - the frontend raises several types; keep its first line
@@ -339,8 +371,9 @@ def convert_openvino(saved_model: Path, output_dir: Path, calibration=None) -> N
 
         images = np.asarray(calibration, np.float32)
         try:
-            model = nncf.quantize(model, nncf.Dataset([image[None] for image in images]), subset_size=len(images),
-                                  preset=nncf.QuantizationPreset.MIXED)
+            with _quiet():  # NNCF draws progress bars on stdout, which is the export's report
+                model = nncf.quantize(model, nncf.Dataset([image[None] for image in images]), subset_size=len(images),
+                                      preset=nncf.QuantizationPreset.MIXED)
         except Exception as exc:  # noqa: BLE001 - NNCF raises its own types; keep the first line
             first = " ".join(str(exc).strip().split("\n")[0].split())[:300]
             raise RuntimeError(f"OpenVINO int8 quantization (NNCF) failed: {type(exc).__name__}: {first}") from exc

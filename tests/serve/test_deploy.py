@@ -47,6 +47,9 @@ def test_onnx_openvino_int8_round_trip_on_the_demo_run(capsys, trained_run, depl
     assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "labels.txt", "model.onnx", "model_int8.tflite",
                                                      "openvino", "openvino_int8"]
     assert "validation top-1" in result.out.splitlines()[0] and result.out.splitlines()[0].endswith("ok")
+    # stdout is the report, one line per format: no converter's progress bars (NNCF draws them by default)
+    assert [line.split()[0] for line in result.out.splitlines()] == ["onnx", "openvino", "tflite_int8", "openvino_int8"]
+    assert "Statistics collection" not in result.err and "Traceback" not in result.err
 
     # each artifact in its own runtime, loaded here without effnet's wrappers, against the model loaded independently
     import onnxruntime as ort
