@@ -247,7 +247,7 @@ def main(argv=None) -> dict:
 def report_again(path: Path) -> dict:
     """The table and targets of a finished run, recomputed from its raw results (``--report``)."""
     saved = json.loads(path.read_text())
-    args = argparse.Namespace(**saved["settings"], out=str(path.with_name(path.stem + "-report.json")))
+    args = argparse.Namespace(**saved["settings"], out=None)  # printed only: the saved run stays as it is
     results = {tuple(entry["job"]): entry["results"] for entry in saved["raw"]}
     jobs = [{"framework": k[0], "model": k[1], "precision": k[2], "xla": k[3], "size": k[4], "batch": args.batch,
              **({"variant": k[5]} if k[5] else {})} for k in results
@@ -313,6 +313,8 @@ def summarise(args, jobs, results, pipeline, final: bool) -> dict:
         "complete": final, "rows": rows, "targets": targets, "input_pipeline": pipeline,
         "seed_gpu_reference": SEED_GPU_REFERENCE if args.gpu else None,
         "raw": [{"job": list(k), "results": v} for k, v in results.items()]}
+    if args.out is None:  # --report: nothing is written
+        return report
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
