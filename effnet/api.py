@@ -128,10 +128,10 @@ def export(model_dir, formats: Sequence[str] = ("all",), output=None, gin_files:
            max_top1_drop=None) -> dict:
     """``effnet export``: SavedModel / .keras / TFLite / ONNX / OpenVINO, each re-loaded and checked; returns
     export_report.json's content."""
-    from effnet.exporter import export_run, parse_formats
+    from effnet.exporter import check_format_extras, export_run, parse_formats
     from effnet.images import find_images
 
-    parse_formats(formats)  # a bad format fails before anything heavy is loaded
+    check_format_extras(parse_formats(formats))  # a bad format or a missing extra fails before anything heavy
     if output is not None or model_dir is not None:  # absent or a folder, no device, not a run's own files
         check_output(output if output is not None else Path(model_dir) / "export", "--output folder", folder=True,
                      inputs=[*samples, labels, *gin_files])

@@ -70,6 +70,27 @@ def parse_formats(names: Sequence[str]) -> list[str]:
     return [name for name in FORMATS if name in wanted]
 
 
+# the optional packages each converted format needs (effnet.runtimes.EXTRAS names their extras)
+FORMAT_MODULES = {"onnx": ("tf2onnx", "onnxruntime"), "openvino": ("openvino",), "openvino_int8": ("openvino", "nncf")}
+
+
+def check_format_extras(names: Sequence[str]) -> None:
+    """A missing optional package for a chosen format, said before the run is loaded and converted
+    (the converters import them only when they run, minutes later)."""
+    import importlib.util
+
+    from effnet import runtimes
+
+    for name in names:
+        for module in FORMAT_MODULES.get(name, ()):
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                runtimes.require(module, f"--format {name}")  # raises the one-line error naming the extra
+
+
 @dataclass
 class Parity:
     """How one re-loaded artifact compares with the in-memory model."""
@@ -777,6 +798,8 @@ __all__ = [
     "Exporter",
     "FILENAMES",
     "FORMATS",
+    "FORMAT_MODULES",
+    "check_format_extras",
     "Parity",
     "REPORT_NAME",
     "dataset_samples",
