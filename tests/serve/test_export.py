@@ -118,7 +118,7 @@ def test_export_bad_formats_and_bounds(capsys, trained_run, tmp_path):
     result = cli(capsys, "export", "--model-dir", str(trained_run), "--format", "tflite16")
     assert (result.code, result.err) == (
         2, "error: --format 'tflite16' is not one of saved_model, keras, tflite, tflite_float16, tflite_dynamic, onnx, "
-           "openvino, tflite_int8, all "
+           "openvino, tflite_int8, openvino_int8, all "
            "(did you mean 'tflite'?)\n")
     result = cli(capsys, "export", "--model-dir", str(trained_run), "--gin-param",
                  "export.max_prob_diff = {'tflite_fp16': 0.1}", "--format", "keras")
