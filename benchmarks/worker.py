@@ -146,16 +146,14 @@ def convert_artifact(job, work):
                               input_names=["images"], output_names=["probabilities"],
                               dynamic_axes={"images": {0: "batch"}}, do_constant_folding=True, dynamo=False)
         params = sum(p.numel() for p in model.parameters())
-        if "int8" in (job.get("variant") or ""):  # the same NNCF quantization as our openvino_int8, on timm's graph
-            import nncf
+        if "int8" in (job.get("variant") or ""):  # our openvino_int8 conversion (NNCF), on timm's ONNX graph
             import numpy as np
-            import openvino as ov
 
-            images = np.random.default_rng(0).uniform(-1, 1, [CALIBRATION, 1, 3, job["size"], job["size"]])
-            quantized = nncf.quantize(ov.convert_model(str(path)), nncf.Dataset(list(images.astype(np.float32))),
-                                      subset_size=CALIBRATION, preset=nncf.QuantizationPreset.MIXED)
+            from effnet import runtimes
+
+            images = np.random.default_rng(0).uniform(-1, 1, [CALIBRATION, 3, job["size"], job["size"]])
+            runtimes.convert_openvino(path, work / "timm_int8", calibration=images.astype(np.float32))
             path = work / "timm_int8" / "model.xml"
-            ov.save_model(quantized, str(path), compress_to_fp16=False)
         return {"artifact": str(path), "params": params}
     import keras
 

@@ -387,12 +387,12 @@ class Exporter:
         except Exception as exc:  # noqa: BLE001 - the converter raises many types; keep its first line
             text = str(exc)
             # ops outside TFLite's built-in set (the converter lists them as custom or flex ops): the model's fault
-            missing = [line.split(":", 1)[1].strip() for line in text.splitlines()
-                       if line.startswith(("Custom ops:", "Flex ops:"))]
+            from effnet import runtimes
+
+            missing = runtimes.listed_ops(text, "Custom ops:", "Flex ops:")
             if missing:
-                raise UserError(f"TFLite conversion ({variant}): the model uses ops outside TFLite's built-in op set: "
-                                f"{', '.join(missing)[:200]}; export another --format (saved_model, onnx, openvino) or "
-                                f"replace the op in the model plugin") from None
+                raise runtimes.unconvertible(f"TFLite conversion ({variant})", "outside TFLite's built-in op set",
+                                             ", ".join(missing), "saved_model, onnx, openvino") from None
             first = " ".join(text.strip().split("\n")[0].split())[:300]
             raise RuntimeError(f"TFLite conversion ({variant}) failed: {type(exc).__name__}: {first}") from exc
 

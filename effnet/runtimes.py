@@ -276,6 +276,17 @@ def tflite_interpreter(content: bytes, threads: int | None = None):
 # Converters from the float SavedModel (``serving_default``: float images -> probabilities)
 
 
+def listed_ops(log: str, *markers: str) -> list[str]:
+    """What a converter lists after ``marker`` on a line of its log: the ops it says it cannot convert."""
+    return [line.split(marker, 1)[1].strip() for line in log.splitlines() for marker in markers if marker in line]
+
+
+def unconvertible(conversion: str, which: str, ops: str, others: str) -> UserError:
+    """The one line for a model whose graph has ops a converter lacks: the model's fault, not the converter's."""
+    return UserError(f"{conversion}: the model uses ops {which}: {ops[:200]}; export another --format ({others}) or "
+                     f"replace the op in the model plugin")
+
+
 def convert_onnx(saved_model: Path, output: Path, opset: int = ONNX_OPSET) -> None:
     """tf2onnx from the SavedModel, in a child process (a converter crash cannot take the export down).
 
@@ -289,11 +300,10 @@ def convert_onnx(saved_model: Path, output: Path, opset: int = ONNX_OPSET) -> No
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     log = proc.stderr + proc.stdout
-    unsupported = [line.split("Unsupported ops:", 1)[1].strip() for line in log.splitlines() if "Unsupported ops:" in line]
+    unsupported = listed_ops(log, "Unsupported ops:")
     if unsupported:
         output.unlink(missing_ok=True)
-        raise UserError(f"ONNX conversion: the model uses ops tf2onnx cannot express in opset {opset}: "
-                        f"{unsupported[0][:200]}; export another --format (tflite, openvino) or replace the op in the model plugin")
+        raise unconvertible("ONNX conversion", f"tf2onnx cannot express in opset {opset}", unsupported[0], "tflite, openvino")
     if proc.returncode < 0:  # killed: the kernel's OOM killer is the usual sender
         output.unlink(missing_ok=True)
         name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else -proc.returncode
@@ -353,11 +363,10 @@ def convert_openvino(saved_model: Path, output_dir: Path, calibration=None) -> N
     except Exception as exc:  # noqa: BLE001 - the frontend raises several types; keep its first line
         text = str(exc)
         # the frontend's summary of what it could not convert: the model's fault, not the converter's
-        missing = [line.split(":", 1)[1].strip() for line in text.splitlines() if "No conversion rule found for operations:" in line]
+        missing = listed_ops(text, "No conversion rule found for operations:")
         if missing:
-            raise UserError(f"OpenVINO conversion: the model uses ops OpenVINO's TensorFlow frontend cannot convert: "
-                            f"{missing[0][:200]}; export another --format (onnx, tflite) or replace the op in the "
-                            f"model plugin") from None
+            raise unconvertible("OpenVINO conversion", "OpenVINO's TensorFlow frontend cannot convert", missing[0],
+                                "onnx, tflite") from None
         first = " ".join(text.strip().split("\n")[0].split())[:300]
         raise RuntimeError(f"OpenVINO conversion failed: {type(exc).__name__}: {first}") from exc
     if nncf is not None:
@@ -386,5 +395,5 @@ def convert_openvino(saved_model: Path, output_dir: Path, calibration=None) -> N
                            f"{str(exc).strip()[:200]}") from exc
 
 
-__all__ = ["EXTRAS", "Loaded", "ONNX_OPSET", "OpenVINORunner", "RUNTIMES", "TFLiteRunner", "convert_onnx", "convert_openvino", "load",
-           "require", "runtime_for", "tflite_interpreter"]
+__all__ = ["EXTRAS", "Loaded", "ONNX_OPSET", "OpenVINORunner", "RUNTIMES", "TFLiteRunner", "convert_onnx", "convert_openvino", "listed_ops",
+           "load", "require", "runtime_for", "tflite_interpreter", "unconvertible"]
